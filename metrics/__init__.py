@@ -1,0 +1,110 @@
+"""Prometheus metrics of optout-sidecar, defined once.
+
+Every component receives a `Metrics` object instead of importing globals, so
+a test builds its own with a fresh `CollectorRegistry` and asserts with
+`registry.get_sample_value(...)`. Label values are never phone numbers or
+message text (SPEC section 4).
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+__all__ = ["Metrics"]
+
+# Decisions are in-memory look-ups: microseconds, not milliseconds.
+_DECISION_BUCKETS = (
+    0.000005, 0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005,
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.1,
+)
+
+
+class Metrics:
+    """All metrics of one sidecar process, registered in `registry`."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        r = self.registry
+        # SPEC section 4 (names and labels are a stable contract).
+        self.submit = Counter(
+            "optout_submit_total",
+            "Sender submits decided, by application, SMS type and decision.",
+            ["app_id", "sms_type", "decision"],
+            registry=r,
+        )
+        self.mo = Counter(
+            "optout_mo_total",
+            "MO messages handled, by inbound address and action.",
+            ["inbound_address", "action"],
+            registry=r,
+        )
+        self.unsubscribed = Gauge(
+            "optout_unsubscribed_numbers",
+            "(number, inbound address) pairs currently unsubscribed.",
+            registry=r,
+        )
+        self.sessions = Gauge(
+            "optout_sessions",
+            "Bound SMPP sessions, by side (sender/upstream/reply) and bind type.",
+            ["side", "bind_type"],
+            registry=r,
+        )
+        self.pdus = Counter(
+            "optout_pdus_total",
+            "SMPP PDUs, by side (sender/upstream), direction (in/out) and command.",
+            ["side", "direction", "command"],
+            registry=r,
+        )
+        self.decision_seconds = Histogram(
+            "optout_decision_seconds",
+            "Time to decide one submit.",
+            buckets=_DECISION_BUCKETS,
+            registry=r,
+        )
+        # What an SRE alerts on beyond the contract.
+        self.submit_out_of_scope = Counter(
+            "optout_submit_out_of_scope_total",
+            "Submits to numbers outside US/Canada opt-out handling (passed through).",
+            ["app_id"],
+            registry=r,
+        )
+        self.upstream_up = Gauge(
+            "optout_upstream_up",
+            "1 while at least one upstream session to the carrier is bound.",
+            registry=r,
+        )
+        self.store_errors = Counter(
+            "optout_store_errors_total",
+            "Store operations that failed (an MO answered with a temporary error, a read that failed).",
+            ["operation"],
+            registry=r,
+        )
+        self.window_full = Counter(
+            "optout_window_full_total",
+            "Times a leg's window of outstanding requests filled and reading paused.",
+            ["side"],
+            registry=r,
+        )
+        self.response_timeouts = Counter(
+            "optout_response_timeouts_total",
+            "Requests whose response did not arrive in time.",
+            ["side"],
+            registry=r,
+        )
+        self.framing_errors = Counter(
+            "optout_framing_errors_total",
+            "PDUs that could not be framed or decoded.",
+            ["side"],
+            registry=r,
+        )
+        self.replies = Counter(
+            "optout_replies_total",
+            "Auto-replies (confirmations, help) sent to end users, by action and result.",
+            ["action", "result"],
+            registry=r,
+        )
+        self.replies_pending = Gauge(
+            "optout_replies_pending",
+            "Auto-replies waiting in the store for an upstream session.",
+            registry=r,
+        )

@@ -1,0 +1,210 @@
+"""The opt-out domain's vocabulary: value types shared by the store, the
+decision, the MO handler, the SMPP relay and the HTTP API.
+
+Nothing here knows about SMPP, HTTP or SQL. Every type is a frozen
+dataclass or an enum so that it can be passed between layers without
+anyone mutating it behind another's back.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+
+class SmsType(enum.StrEnum):
+    """The message categories a blocking rule can block (SPEC section 2)."""
+
+    MARKETING = "marketing"
+    NOTIFICATION = "notification"
+    VERIFICATION = "verification"
+
+
+ALL_SMS_TYPES: frozenset[SmsType] = frozenset(SmsType)
+
+
+class Action(enum.StrEnum):
+    """What an MO asked for. Also the `action` label of `optout_mo_total`."""
+
+    OPT_OUT = "opt_out"
+    OPT_IN = "opt_in"
+    HELP = "help"
+    NONE = "none"
+
+
+class Status(enum.StrEnum):
+    """A subscriber's state at one inbound address."""
+
+    UNSUBSCRIBED = "unsubscribed"
+    SUBSCRIBED = "subscribed"
+
+
+class Source(enum.StrEnum):
+    """Where a status change came from (kept in every record)."""
+
+    KEYWORD = "keyword"
+    API = "api"
+    CONSOLE = "console"
+    IMPORT = "import"
+
+
+class MatchMode(enum.StrEnum):
+    """How opt-out keywords match: the whole message, or its first word."""
+
+    EXACT = "exact"
+    LEADING = "leading"
+
+
+# --- errors -----------------------------------------------------------------
+
+
+class DomainError(Exception):
+    """Base of every error the domain raises on purpose.
+
+    `code` is a stable machine-readable string (the HTTP API puts it in
+    `{"error": {"code": ...}}`); the message is for a person.
+    """
+
+    code = "invalid"
+
+
+class InvalidNumber(DomainError):
+    """A phone number that cannot be parsed, or is not a possible number."""
+
+    code = "invalid_number"
+
+
+class OutOfScope(DomainError):
+    """A valid number outside US/Canada opt-out handling (e.g. Jamaica)."""
+
+    code = "out_of_scope"
+
+
+class NotFound(DomainError):
+    code = "not_found"
+
+
+class Conflict(DomainError):
+    code = "conflict"
+
+
+class InvalidValue(DomainError):
+    code = "invalid_value"
+
+
+class StoreUnavailable(Exception):
+    """The store could not commit or read. Callers must treat the operation
+    as not done (the SMPP relay answers the carrier with a temporary error so
+    it redelivers)."""
+
+
+# --- entities ---------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Keywords:
+    """Keyword lists of one inbound address. Stored as the admin typed them;
+    matching normalises both sides."""
+
+    opt_out: tuple[str, ...]
+    opt_in: tuple[str, ...]
+    help: tuple[str, ...]
+    match: MatchMode = MatchMode.LEADING
+
+
+@dataclass(frozen=True, slots=True)
+class Replies:
+    """Auto-reply texts of one inbound address; `None` switches one off."""
+
+    opt_out: str | None
+    opt_in: str | None
+    help: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class BlockingRule:
+    """Which SMS types `app_id` may not send to numbers unsubscribed at
+    `inbound_address`."""
+
+    inbound_address: str
+    app_id: str
+    sms_types: frozenset[SmsType]
+
+
+@dataclass(frozen=True, slots=True)
+class InboundAddress:
+    address: str  # E.164 (+1...) or a 5-6 digit short code
+    description: str
+    keywords: Keywords
+    replies: Replies
+    default_rule: frozenset[SmsType]
+    rules: tuple[BlockingRule, ...] = ()
+    created_at: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Unsubscription:
+    """One row of the unsubscribed-users list."""
+
+    phone_number: str
+    inbound_address: str
+    since: float  # unix seconds
+    source: Source
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One immutable entry of the opt-out / opt-in history."""
+
+    id: int
+    phone_number: str
+    inbound_address: str
+    status: Status
+    source: Source
+    at: float  # unix seconds
+    reason: str = ""
+    actor: str | None = None
+    raw_text: str | None = None
+    keyword: str | None = None
+    carrier_ids: str | None = None
+    reply_sent: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class BlockedBy:
+    """One reason a message is blocked: the address the subscriber left and
+    the rule (an app's own, or the address default) that covers the type."""
+
+    inbound_address: str
+    rule: str  # the app_id whose rule matched, or "default"
+    sms_types: frozenset[SmsType]
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    allowed: bool
+    in_scope: bool
+    blocked_by: tuple[BlockedBy, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """An auto-reply to send to the end user from the inbound address."""
+
+    id: int  # outbox id, to mark it sent
+    source_addr: str  # the inbound address
+    destination_addr: str  # the end user, E.164
+    text: str
+    action: Action
+
+
+@dataclass(frozen=True, slots=True)
+class MoOutcome:
+    """What `handle_mo` did with one MO."""
+
+    action: Action
+    keyword: str | None = None
+    record: Record | None = None
+    reply: Reply | None = None
+    handled: bool = True  # False: address unknown or number out of scope
+    notes: tuple[str, ...] = field(default=())
