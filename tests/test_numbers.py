@@ -1,0 +1,287 @@
+"""Phone numbers: every spelling of a subscriber becomes one string, scope is
+US/Canada only, and errors say what is wrong."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from rules import numbers
+from rules.model import InvalidNumber, OutOfScope
+from rules.numbers import (
+    from_key,
+    from_smpp,
+    in_scope,
+    mask,
+    normalize,
+    require_in_scope,
+    to_key,
+)
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("+1 (415) 555-0100", "+14155550100"),
+        ("+14155550100", "+14155550100"),
+        ("14155550100", "+14155550100"),
+        ("4155550100", "+14155550100"),
+        ("415.555.0100", "+14155550100"),
+        ("(415) 555-0100", "+14155550100"),
+        ("1 415 555 0100", "+14155550100"),
+        ("  +1 415 555 0100\t", "+14155550100"),
+        ("＋１ ４１５ ５５５ ０１００", "+14155550100"),  # noqa: RUF001 (full-width, CJK keyboards)
+        ("+44 20 7946 0958", "+442079460958"),
+        ("+1 604 555 0100", "+16045550100"),  # Vancouver
+        ("+1 876 555 0100", "+18765550100"),  # Jamaica: valid, just out of scope
+        ("12345", "12345"),
+        ("898211", "898211"),
+    ],
+)
+def test_normalize_accepts_what_people_type(raw: str, expected: str) -> None:
+    assert normalize(raw) == expected
+
+
+@pytest.mark.parametrize(
+    ("raw", "why"),
+    [
+        ("", "empty"),
+        ("   ", "empty"),
+        ("415-555", "too short"),
+        ("5550100", "too short"),
+        ("1234", "too short"),
+        ("hello", "letters"),
+        ("1-800-FLOWERS", "letters"),
+        ("+1 415 555 01000", "too long"),
+        ("+999 123 4567", "country code"),
+        ("442079460958", "country code after a '+'"),
+        ("+1 015 555 0100", "area code"),
+        ("+1 415 155 0100", "exchange"),
+        ("415#555#0100", "only digits"),
+        ("+", "no digits"),
+        ("1" * 65, "longer than 64"),
+    ],
+)
+def test_normalize_rejects_with_a_sentence(raw: str, why: str) -> None:
+    with pytest.raises(InvalidNumber) as caught:
+        normalize(raw)
+    message = str(caught.value)
+    assert "is not a phone number" in message
+    assert why in message
+    assert caught.value.code == "invalid_number"
+
+
+def test_error_message_for_truncated_number_reads_well() -> None:
+    with pytest.raises(InvalidNumber, match=r"^'415-555' is not a phone number: too short$"):
+        normalize("415-555")
+
+
+def test_megabytes_of_input_are_rejected_without_parsing() -> None:
+    with pytest.raises(InvalidNumber) as caught:
+        normalize("5" * 5_000_000)
+    assert len(str(caught.value)) < 100
+
+
+def test_normalize_refuses_non_strings() -> None:
+    with pytest.raises(InvalidNumber):
+        normalize(4155550100)  # type: ignore[arg-type]
+
+
+# --- SMPP addresses -----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("addr", "ton", "npi"),
+    [
+        ("14155550100", 1, 1),
+        ("+14155550100", 1, 1),
+        (b"14155550100", 1, 1),
+        (b"14155550100\x00", 1, 1),
+        ("4155550100", 2, 1),
+        ("14155550100", 2, 1),
+        ("4155550100", 0, 0),
+        ("14155550100", 0, 0),
+        ("+14155550100", 0, 0),
+        ("4155550100", 2, 8),
+    ],
+)
+def test_every_smpp_form_of_one_subscriber_is_the_same_string(
+    addr: str | bytes, ton: int, npi: int
+) -> None:
+    assert from_smpp(addr, ton, npi) == "+14155550100" == normalize("+1 415 555 0100")
+
+
+@pytest.mark.parametrize(
+    ("addr", "ton", "expected"),
+    [
+        ("898211", 3, "898211"),
+        ("12345", 6, "12345"),
+        ("12345", 0, "12345"),
+        ("12345", 2, "12345"),
+        ("442079460958", 1, "+442079460958"),
+        ("442079460958", 0, "+442079460958"),
+        ("18765550100", 1, "+18765550100"),
+    ],
+)
+def test_smpp_short_codes_and_foreign_numbers(addr: str, ton: int, expected: str) -> None:
+    assert from_smpp(addr, ton, 1) == expected
+
+
+@pytest.mark.parametrize(
+    ("addr", "ton", "why"),
+    [
+        ("ACME", 5, "alphanumeric"),
+        ("14155550100", 5, "alphanumeric"),
+        ("5550100", 4, "area code"),
+        ("442079460958", 2, "TON 2"),
+        (b"\xff\xfe", 1, "ASCII"),
+        ("", 0, "empty"),
+        ("SHOP", 0, "letters"),
+    ],
+)
+def test_smpp_addresses_that_are_not_subscribers(addr: str | bytes, ton: int, why: str) -> None:
+    with pytest.raises(InvalidNumber, match=why):
+        from_smpp(addr, ton, 0)
+
+
+def test_international_ton_means_the_digits_carry_the_country_code() -> None:
+    # SMPP 3.4 5.2.5: TON 1 "4155550100" is +41 55 555 0100 (Switzerland,
+    # one digit short), not San Francisco.
+    with pytest.raises(InvalidNumber):
+        from_smpp("4155550100", 1, 1)
+
+
+nanp_national = st.from_regex(r"\A[0-9]{10}\Z", fullmatch=True)
+
+
+@given(nanp_national, st.sampled_from([0, 1, 2]), st.booleans())
+def test_smpp_fast_path_equals_phonenumbers_path(nsn: str, ton: int, with_one: bool) -> None:
+    """The digit fast path gives exactly what phonenumbers gives (or both
+    refuse the number)."""
+    addr = ("1" + nsn) if (with_one or ton == 1) else nsn
+    try:
+        slow: str | None = numbers._e164(addr, "1" + nsn)
+    except InvalidNumber:
+        slow = None
+    try:
+        fast: str | None = from_smpp(addr, ton, 1)
+    except InvalidNumber:
+        fast = None
+    assert fast == slow
+    try:
+        typed: str | None = normalize(addr)
+    except InvalidNumber:
+        typed = None
+    assert typed == slow
+
+
+@given(st.text(max_size=40))
+def test_normalize_never_crashes_on_any_text(raw: str) -> None:
+    try:
+        result = normalize(raw)
+    except InvalidNumber:
+        return
+    # Whatever it accepts is stable and has a key that round-trips.
+    assert normalize(result) == result
+    assert from_key(to_key(result)) == result
+
+
+# --- scope --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("number", "expected"),
+    [
+        ("+14155550100", True),  # US
+        ("+16045550100", True),  # CA
+        ("+18005550100", True),  # US toll-free
+        ("+17875550100", True),  # PR
+        ("+13405550100", True),  # VI
+        ("+16715550100", True),  # GU
+        ("+16845550100", True),  # AS
+        ("+16705550100", True),  # MP
+        ("898211", True),
+        ("12345", True),
+        ("+18765550100", False),  # Jamaica
+        ("+12425550100", False),  # Bahamas
+        ("+12465550100", False),  # Barbados
+        ("+442079460958", False),
+        ("+33123456789", False),
+    ],
+)
+def test_in_scope_is_us_canada_and_us_territories(number: str, expected: bool) -> None:
+    assert in_scope(number) is expected
+
+
+def test_unknown_nanp_area_code_fails_closed_into_scope() -> None:
+    # 555 is not an assigned area code; no region claims it, so a STOP from
+    # it is still honoured rather than dropped.
+    assert numbers.region_of("+15555550100") is None
+    assert in_scope("+15555550100")
+
+
+def test_require_in_scope_names_the_country() -> None:
+    assert require_in_scope("(415) 555-0100") == "+14155550100"
+    with pytest.raises(OutOfScope) as caught:
+        require_in_scope("+1 876 555 0100")
+    assert str(caught.value) == (
+        "+18765550100 is in Jamaica (JM): opt-out handling covers the US and Canada only"
+    )
+    assert caught.value.code == "out_of_scope"
+    with pytest.raises(OutOfScope, match=r"United Kingdom \(GB\)"):
+        require_in_scope("+44 20 7946 0958")
+    with pytest.raises(InvalidNumber):
+        require_in_scope("nope")
+
+
+# --- masking and keys -----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("number", "masked"),
+    [
+        ("+14155550100", "+1415*****00"),
+        ("+442079460958", "+442*******58"),
+        ("898211", "898211"),
+        ("not a number", "<12 chars masked>"),
+        ("", "<0 chars masked>"),
+    ],
+)
+def test_mask_hides_the_subscriber(number: str, masked: str) -> None:
+    assert mask(number) == masked
+
+
+def test_keys_are_compact_and_disjoint() -> None:
+    assert to_key("+14155550100") == 14155550100
+    short_keys = {to_key("12345"), to_key("012345"), to_key("123456"), to_key("01234")}
+    assert len(short_keys) == 4
+    assert all(key < 2**35 for key in short_keys)
+    for key in short_keys:
+        # No normalised E.164 number spells the digits of a short-code key.
+        with pytest.raises(InvalidNumber):
+            normalize("+" + str(key))
+    assert from_key(to_key("012345")) == "012345"
+
+
+@given(st.integers(min_value=2_000_000_000, max_value=9_999_999_999))
+def test_every_nanp_key_round_trips(nsn: int) -> None:
+    try:
+        number = normalize(str(nsn))
+    except InvalidNumber:
+        return
+    key = to_key(number)
+    assert key < 2**35
+    assert from_key(key) == number
+
+
+@given(st.integers(min_value=0, max_value=999_999), st.sampled_from([5, 6]))
+def test_every_short_code_key_round_trips(value: int, length: int) -> None:
+    code = str(value).zfill(length)[-length:]
+    assert from_key(to_key(code)) == code
+
+
+@pytest.mark.parametrize("bad", ["", "+", "+0123", "+10155550100", "1234", "abcde", "+1 415"])
+def test_to_key_refuses_unnormalised_input(bad: str) -> None:
+    with pytest.raises(ValueError):
+        to_key(bad)
