@@ -1,0 +1,215 @@
+"""The `optout-sidecar` command.
+
+    optout-sidecar run [--config FILE]        the sidecar (embedded defaults without a file)
+    optout-sidecar carrier-sim [--listen H:P] the bundled carrier SMSC simulator
+    optout-sidecar import FILE.csv --config F  load an existing unsubscribed list
+    optout-sidecar export --config F           write the unsubscribed list as CSV
+    optout-sidecar check-config --config F     validate a configuration file
+
+A configuration problem prints one line naming the file and the key and
+exits with status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import dataclasses
+import secrets
+import signal
+import sys
+from collections.abc import Sequence
+
+from gateway import logs
+from gateway.config import (
+    Config,
+    ConfigError,
+    TokenConfig,
+    load_config,
+    parse_hostport,
+)
+
+EXIT_CONFIG = 2
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args))
+    except ConfigError as exc:
+        print(f"optout-sidecar: configuration error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except KeyboardInterrupt:
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="optout-sidecar", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run the sidecar")
+    run.add_argument("--config", help="TOML configuration file (embedded defaults without it)")
+    run.set_defaults(func=_run)
+
+    sim = sub.add_parser("carrier-sim", help="run the bundled carrier SMSC simulator")
+    sim.add_argument("--listen", default="127.0.0.1:2776", help="SMPP HOST:PORT")
+    sim.add_argument("--control", default="127.0.0.1:2777",
+                     help="HTTP control HOST:PORT (POST /mo injects an MO)")
+    sim.add_argument("--no-receipts", action="store_true", help="never send delivery receipts")
+    sim.set_defaults(func=_carrier_sim)
+
+    imp = sub.add_parser("import", help="import unsubscribed numbers from CSV")
+    imp.add_argument("file", help="CSV with header phone_number,inbound_address[,since]")
+    imp.add_argument("--config", help="TOML configuration file (for [store] url)")
+    imp.set_defaults(func=_import)
+
+    exp = sub.add_parser("export", help="export unsubscribed numbers as CSV")
+    exp.add_argument("--config", help="TOML configuration file (for [store] url)")
+    exp.add_argument("--output", "-o", help="file to write (standard output without it)")
+    exp.set_defaults(func=_export)
+
+    check = sub.add_parser("check-config", help="validate a configuration file and exit")
+    check.add_argument("--config", required=True)
+    check.set_defaults(func=_check)
+    return parser
+
+
+def _load(path: str | None) -> Config:
+    return load_config(path) if path else Config()
+
+
+def _check(args: argparse.Namespace) -> int:
+    load_config(args.config)
+    print(f"{args.config}: ok")
+    return 0
+
+
+def demo_config(config: Config) -> tuple[Config, str | None]:
+    """Embedded defaults: with no carrier and no tokens configured, let any
+    system_id bind (to the bundled simulator) and mint an admin token."""
+    token = None
+    if config.upstream.address is None and not config.accounts:
+        config = dataclasses.replace(
+            config, smpp=dataclasses.replace(config.smpp, allow_unknown_accounts=True))
+    if not config.http.tokens:
+        token = secrets.token_urlsafe(18)
+        config = dataclasses.replace(config, http=dataclasses.replace(
+            config.http, tokens=(TokenConfig("demo-admin", token, "admin"),)))
+    return config, token
+
+
+def _run(args: argparse.Namespace) -> int:
+    config = _load(args.config)
+    logs.configure(config.logging.level, unmask=config.logging.unmask)
+    config, token = demo_config(config)
+    return asyncio.run(_serve(config, token))
+
+
+async def _serve(config: Config, token: str | None) -> int:
+    from gateway.server import Sidecar
+
+    sidecar = Sidecar(config)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        addrs = await sidecar.start()
+    except OSError as exc:
+        print(f"optout-sidecar: cannot start: {exc}", file=sys.stderr)
+        await sidecar.stop()
+        return 1
+    smpp = f"{addrs.smpp[0]}:{addrs.smpp[1]}"
+    http = f"http://{addrs.http[0]}:{addrs.http[1]}"
+    lines = [
+        "optout-sidecar is running.",
+        f"  SMPP: point your binds at {smpp}"
+        + (" (any system_id and password)" if config.smpp.allow_unknown_accounts else ""),
+        f"  carrier: {addrs.upstream[0]}:{addrs.upstream[1]}"
+        + (" (bundled simulator)" if sidecar.simulator is not None else ""),
+        f"  console and API: {http}/   metrics: {http}/metrics",
+    ]
+    if token is not None:
+        lines.append(f"  admin token (this run only): {token}")
+    if addrs.simulator_control is not None:
+        host, port = addrs.simulator_control
+        lines.append(
+            f"  send an MO from a phone: curl -X POST http://{host}:{port}/mo "
+            """-d '{"from": "+14155550123", "to": "+18005550100", "text": "STOP"}'"""
+        )
+    lines.append("Stop with Ctrl-C.")
+    print("\n".join(lines), flush=True)
+    await stop.wait()
+    await sidecar.stop()
+    return 0
+
+
+def _carrier_sim(args: argparse.Namespace) -> int:
+    from gateway.carrier_sim import SimConfig, run_carrier_sim
+
+    host, port = parse_hostport(args.listen, "--listen")
+    chost, cport = parse_hostport(args.control, "--control")
+    logs.configure("INFO")
+    config = SimConfig(host=host, port=port, control_host=chost, control_port=cport,
+                       receipts=not args.no_receipts)
+    print(f"carrier simulator: SMPP on {host}:{port}, control on http://{chost}:{cport}/",
+          flush=True)
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(run_carrier_sim(config))
+    return 0
+
+
+def _import(args: argparse.Namespace) -> int:
+    config = _load(args.config)
+    return asyncio.run(_do_import(config, args.file))
+
+
+async def _do_import(config: Config, path: str) -> int:
+    from rules.csvio import import_file
+    from rules.service import OptOutService
+
+    service = await OptOutService.open(config.store.url)
+    try:
+        try:
+            report = await import_file(service, path)
+        except OSError as exc:
+            print(f"optout-sidecar: cannot read {path}: {exc.strerror or exc}", file=sys.stderr)
+            return 1
+    finally:
+        await service.close()
+    for line, message in report.errors[:100]:
+        print(f"{path}:{line}: {message}", file=sys.stderr)
+    if len(report.errors) > 100:
+        print(f"... and {len(report.errors) - 100} more bad rows", file=sys.stderr)
+    print(f"imported {report.imported}, already unsubscribed {report.skipped}, "
+          f"rejected {len(report.errors)}")
+    return 0 if not report.errors else 1
+
+
+def _export(args: argparse.Namespace) -> int:
+    config = _load(args.config)
+    return asyncio.run(_do_export(config, args.output))
+
+
+async def _do_export(config: Config, output: str | None) -> int:
+    from rules.csvio import export_to
+    from rules.service import OptOutService
+
+    service = await OptOutService.open(config.store.url)
+    try:
+        if output is None:
+            await export_to(service, sys.stdout)
+        else:
+            with open(output, "w", newline="") as out:
+                await export_to(service, out)
+    finally:
+        await service.close()
+    return 0
+
+
+__all__ = ["main"]
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,321 @@
+"""The sidecar's TOML configuration: parsing, validation and defaults.
+
+Every key is declared once, in the dataclasses below; a key that is not
+declared is an error, not silently ignored, because a misspelt
+`reply_pasword` that quietly does nothing is worse than a refusal to start.
+Errors name the file and the dotted key so that the operator can fix the
+file from the one line the CLI prints.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rules.model import SmsType
+
+__all__ = [
+    "AccountConfig",
+    "Config",
+    "ConfigError",
+    "HttpConfig",
+    "LoggingConfig",
+    "ProgramConfig",
+    "SmppConfig",
+    "StoreConfig",
+    "TokenConfig",
+    "UpstreamConfig",
+    "load_config",
+    "parse_config",
+    "parse_hostport",
+]
+
+
+class ConfigError(Exception):
+    """A configuration that cannot be used; the message is one printable line."""
+
+
+@dataclass(frozen=True)
+class SmppConfig:
+    listen: str = "127.0.0.1:2775"
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    max_pdu_size: int = 65536
+    # Outstanding requests per leg; when full, reading from the other side pauses.
+    window: int = 64
+    response_timeout: float = 30.0
+    enquire_link_interval: float = 30.0
+    bind_timeout: float = 10.0
+    allow_unknown_accounts: bool = False
+    forward_mo: bool = True
+    # Status answered for a blocked submit: permanent by design (NOTES 2).
+    blocked_status: int = 0x45
+    # "reject": answer blocked submits with blocked_status. "receipt": accept them
+    # with a message id and send a stat:REJECTD receipt when one was requested.
+    blocked_mode: str = "reject"
+    # How MO data_coding 0 ("SMSC default alphabet") is decoded.
+    default_alphabet: str = "gsm0338"
+    # Optional TLV tag whose value names the SMS type of a submit.
+    sms_type_tlv: int | None = None
+    # service_type value -> SMS type.
+    service_type_map: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class UpstreamConfig:
+    # None: run the bundled carrier simulator (demo / embedded defaults).
+    address: str | None = None
+    tls: bool = False
+    tls_ca: str | None = None
+    tls_verify: bool = True
+    reply_system_id: str | None = None
+    reply_password: str | None = None
+    reply_system_type: str = ""
+
+
+@dataclass(frozen=True)
+class TokenConfig:
+    name: str
+    token: str
+    role: str = "viewer"
+
+
+@dataclass(frozen=True)
+class HttpConfig:
+    listen: str = "127.0.0.1:8080"
+    tokens: tuple[TokenConfig, ...] = ()
+    # /metrics, /healthz and /readyz without a token.
+    open_endpoints: bool = True
+    max_body_bytes: int = 1 << 20
+
+
+@dataclass(frozen=True)
+class StoreConfig:
+    url: str = "sqlite:///optout.db"
+
+
+@dataclass(frozen=True)
+class ProgramConfig:
+    """Named in the default confirmation texts (CTIA)."""
+
+    name: str = "Messages"
+    contact: str = "support"
+
+
+@dataclass(frozen=True)
+class LoggingConfig:
+    level: str = "INFO"
+    # Full phone numbers and message text in logs: for debugging only.
+    unmask: bool = False
+
+
+@dataclass(frozen=True)
+class AccountConfig:
+    system_id: str
+    app_id: str
+    default_sms_type: str = "marketing"
+    # Credentials used toward the carrier instead of the sender's own.
+    upstream_system_id: str | None = None
+    upstream_password: str | None = None
+
+
+@dataclass(frozen=True)
+class Config:
+    smpp: SmppConfig = SmppConfig()
+    upstream: UpstreamConfig = UpstreamConfig()
+    http: HttpConfig = HttpConfig()
+    store: StoreConfig = StoreConfig()
+    program: ProgramConfig = ProgramConfig()
+    logging: LoggingConfig = LoggingConfig()
+    accounts: tuple[AccountConfig, ...] = ()
+
+    def account(self, system_id: str) -> AccountConfig | None:
+        for acct in self.accounts:
+            if acct.system_id == system_id:
+                return acct
+        return None
+
+
+def parse_hostport(value: str, where: str) -> tuple[str, int]:
+    """'127.0.0.1:2775' or '[::1]:2775' -> (host, port)."""
+    host, sep, port_s = value.rpartition(":")
+    if not sep or not host or not port_s.isdigit() or not 0 <= int(port_s) <= 65535:
+        raise ConfigError(f"{where}: expected HOST:PORT, got {value!r}")
+    return host.strip("[]"), int(port_s)
+
+
+def load_config(path: str | Path) -> Config:
+    """Read and validate a TOML file; raise ConfigError with one clear line."""
+    p = Path(path)
+    try:
+        raw = p.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"{p}: cannot read: {exc.strerror or exc}") from None
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError(f"{p}: not UTF-8 text") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{p}: invalid TOML: {exc}") from None
+    return parse_config(data, source=str(p))
+
+
+_SECTIONS: dict[str, type[Any]] = {
+    "smpp": SmppConfig,
+    "upstream": UpstreamConfig,
+    "http": HttpConfig,
+    "store": StoreConfig,
+    "program": ProgramConfig,
+    "logging": LoggingConfig,
+}
+
+
+def parse_config(data: dict[str, Any], *, source: str = "<config>") -> Config:
+    """Build a Config from parsed TOML, checking every key and value."""
+    parts: dict[str, Any] = {}
+    for key, value in data.items():
+        if key == "accounts":
+            parts["accounts"] = tuple(
+                _build(AccountConfig, item, f"accounts[{i}]", source)
+                for i, item in enumerate(_as_list(value, "accounts", source))
+            )
+        elif key in _SECTIONS:
+            if not isinstance(value, dict):
+                raise ConfigError(f"{source}: [{key}] must be a table")
+            if key == "http":
+                value = dict(value)
+                tokens = value.pop("tokens", [])
+                section = _build(HttpConfig, value, "http", source)
+                section = dataclasses.replace(
+                    section,
+                    tokens=tuple(
+                        _build(TokenConfig, t, f"http.tokens[{i}]", source)
+                        for i, t in enumerate(_as_list(tokens, "http.tokens", source))
+                    ),
+                )
+                parts[key] = section
+            else:
+                parts[key] = _build(_SECTIONS[key], value, key, source)
+        else:
+            raise ConfigError(f"{source}: unknown key {key!r}")
+    config = Config(**parts)
+    _validate(config, source)
+    return config
+
+
+def _as_list(value: Any, where: str, source: str) -> list[dict[str, Any]]:
+    if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
+        raise ConfigError(f"{source}: {where} must be an array of tables ([[{where}]])")
+    return value
+
+
+def _build(cls: type[Any], values: dict[str, Any], where: str, source: str) -> Any:
+    if not isinstance(values, dict):
+        raise ConfigError(f"{source}: {where} must be a table")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs: dict[str, Any] = {}
+    for key, value in values.items():
+        f = fields.get(key)
+        if f is None:
+            raise ConfigError(f"{source}: unknown key {where}.{key}")
+        kwargs[key] = _check_type(value, str(f.type), f"{where}.{key}", source)
+    missing = [
+        name
+        for name, f in fields.items()
+        if f.default is dataclasses.MISSING
+        and f.default_factory is dataclasses.MISSING
+        and name not in kwargs
+    ]
+    if missing:
+        raise ConfigError(f"{source}: {where}.{missing[0]} is required")
+    return cls(**kwargs)
+
+
+def _check_type(value: Any, annotation: str, where: str, source: str) -> Any:
+    """Check a TOML value against the (string) annotation of its field."""
+    optional = annotation.endswith(" | None")
+    base = annotation.removesuffix(" | None")
+    ok: bool
+    if base == "str":
+        ok = isinstance(value, str)
+    elif base == "bool":
+        ok = isinstance(value, bool)
+    elif base == "int":
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif base == "float":
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
+        value = float(value) if ok else value
+    elif base.startswith("dict[str, str]"):
+        ok = isinstance(value, dict) and all(isinstance(v, str) for v in value.values())
+    else:  # pragma: no cover - a field type this function does not know yet
+        raise AssertionError(f"unhandled config type {annotation}")
+    if not ok:
+        expected = {"str": "a string", "bool": "true or false", "int": "an integer",
+                    "float": "a number"}.get(base, "a table of strings")
+        hint = " (or omit it)" if optional else ""
+        raise ConfigError(f"{source}: {where} must be {expected}{hint}, got {value!r}")
+    return value
+
+
+def _validate(config: Config, source: str) -> None:
+    def bad(key: str, why: str) -> ConfigError:
+        return ConfigError(f"{source}: {key} {why}")
+
+    s = config.smpp
+    parse_hostport(s.listen, f"{source}: smpp.listen")
+    parse_hostport(config.http.listen, f"{source}: http.listen")
+    if config.upstream.address is not None:
+        parse_hostport(config.upstream.address, f"{source}: upstream.address")
+    if not 16 <= s.max_pdu_size <= 16 * 1024 * 1024:
+        raise bad("smpp.max_pdu_size", "must be between 16 and 16777216")
+    if not 1 <= s.window <= 10000:
+        raise bad("smpp.window", "must be between 1 and 10000")
+    for key in ("response_timeout", "enquire_link_interval", "bind_timeout"):
+        if getattr(s, key) <= 0:
+            raise bad(f"smpp.{key}", "must be a positive number of seconds")
+    if s.blocked_mode not in ("reject", "receipt"):
+        raise bad("smpp.blocked_mode", f'must be "reject" or "receipt", got {s.blocked_mode!r}')
+    if s.blocked_status in (0, 0x08, 0x14, 0x58, 0x64) or not 0 < s.blocked_status <= 0xFFFFFFFF:
+        raise bad(
+            "smpp.blocked_status",
+            f"must be a permanent error status, not {s.blocked_status:#x} "
+            "(0x08, 0x14, 0x58 and 0x64 make senders retry)",
+        )
+    if s.default_alphabet not in ("gsm0338", "ascii", "latin-1"):
+        raise bad("smpp.default_alphabet", 'must be "gsm0338", "ascii" or "latin-1"')
+    if s.sms_type_tlv is not None and not 0 < s.sms_type_tlv <= 0xFFFF:
+        raise bad("smpp.sms_type_tlv", "must be a TLV tag between 1 and 0xFFFF")
+    if bool(s.tls_cert) != bool(s.tls_key):
+        raise bad("smpp.tls_cert", "and smpp.tls_key must be given together")
+    types = {t.value for t in SmsType}
+    for svc, sms_type in s.service_type_map.items():
+        if sms_type not in types:
+            raise bad(f"smpp.service_type_map.{svc}", f"must be one of {sorted(types)}")
+    u = config.upstream
+    if bool(u.reply_system_id) != bool(u.reply_password):
+        raise bad("upstream.reply_system_id", "and upstream.reply_password must be given together")
+    seen_tokens: set[str] = set()
+    for i, t in enumerate(config.http.tokens):
+        if t.role not in ("admin", "viewer"):
+            raise bad(f"http.tokens[{i}].role", f'must be "admin" or "viewer", got {t.role!r}')
+        if len(t.token) < 8:
+            raise bad(f"http.tokens[{i}].token", "must be at least 8 characters")
+        if t.token in seen_tokens:
+            raise bad(f"http.tokens[{i}].token", "is used twice")
+        seen_tokens.add(t.token)
+    if not config.store.url.startswith("sqlite://"):
+        raise bad("store.url", f"must be a sqlite:// URL, got {config.store.url!r}")
+    seen_ids: set[str] = set()
+    for i, a in enumerate(config.accounts):
+        if a.default_sms_type not in types:
+            raise bad(f"accounts[{i}].default_sms_type", f"must be one of {sorted(types)}")
+        if a.system_id in seen_ids:
+            raise bad(f"accounts[{i}].system_id", f"{a.system_id!r} is configured twice")
+        if not a.system_id or len(a.system_id) > 15:
+            raise bad(f"accounts[{i}].system_id", "must be 1 to 15 characters (SMPP limit)")
+        seen_ids.add(a.system_id)
+    if config.logging.level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        raise bad("logging.level", "must be DEBUG, INFO, WARNING or ERROR")

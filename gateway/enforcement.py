@@ -1,0 +1,337 @@
+"""Opt-out enforcement on the SMPP wire: the proxy's `Enforcer`.
+
+* Submits (submit_sm, data_sm, submit_multi) from senders are decided with
+  `OptOutService.decide`, the same call `POST /check` makes. A blocked
+  submit is answered locally with a permanent status (or accepted with a
+  REJECTD receipt in receipt mode) and never reaches the carrier.
+* deliver_sm / data_sm from the carrier that are MOs (not receipts) go to
+  `OptOutService.handle_mo`, the same call `POST /mo` makes; the status change
+  is committed before the carrier gets its response, and a store failure
+  answers ESME_RX_T_APPN so the carrier redelivers.
+
+Everything SMPP-specific about a decision lives here (which fields hold the
+destination, the SMS type and the concatenation reference); the domain in
+`rules/` knows nothing of it.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+
+from gateway import logs
+from gateway.config import AccountConfig, Config
+from gateway.proxy import Answer, Deliver, Forward, ProxySession, Sessions
+from gateway.smpp import pdu as pdu_codec
+from gateway.smpp.constants import ESM_UDHI, Command, CommandStatus, is_receipt
+from gateway.smpp.errors import SmppError
+from gateway.smpp.framing import Header
+from gateway.smpp.pdu import Pdu, SmeAddress, Tlv, UnsuccessSme
+from gateway.smpp.text import concat_info, decode_short_message
+from metrics import Metrics
+from rules import numbers
+from rules.model import Action, Decision, InvalidNumber, SmsType, StoreUnavailable
+from rules.service import OptOutService
+
+log = logging.getLogger("optout.enforcement")
+
+_RECEIPTED_MESSAGE_ID = 0x001E
+_MESSAGE_STATE = 0x0427
+_MESSAGE_STATE_REJECTED = 8
+_CONCAT_TTL = 600.0
+_CONCAT_MAX = 100_000
+_SMS_TYPES = {t.value: t for t in SmsType}
+
+
+@dataclass(frozen=True, slots=True)
+class _Verdict:
+    blocked: bool
+    expires: float
+
+
+class ConcatDecisions:
+    """Remembers the decision for each concatenated message, so that all its
+    segments get the first segment's decision even if the subscriber's status
+    changes between them (SPEC section 3). Bounded in size and age."""
+
+    def __init__(self, max_entries: int = _CONCAT_MAX, ttl: float = _CONCAT_TTL) -> None:
+        self._entries: OrderedDict[tuple[object, ...], _Verdict] = OrderedDict()
+        self._max = max_entries
+        self._ttl = ttl
+
+    def get(self, key: tuple[object, ...], now: float) -> bool | None:
+        verdict = self._entries.get(key)
+        if verdict is None or verdict.expires < now:
+            return None
+        return verdict.blocked
+
+    def put(self, key: tuple[object, ...], blocked: bool, now: float) -> None:
+        self._entries[key] = _Verdict(blocked, now + self._ttl)
+        self._entries.move_to_end(key)
+        while len(self._entries) > self._max:
+            self._entries.popitem(last=False)
+
+
+class MessageIds:
+    """Message ids for submits the sidecar accepts itself (receipt mode), shaped
+    like the carrier's (NOTES 3) so senders can match receipts to submits."""
+
+    def __init__(self) -> None:
+        self.style = ("hex", 16)
+
+    def learn(self, message_id: str) -> None:
+        if not message_id or len(message_id) > 64:
+            return
+        if message_id.isdigit():
+            self.style = ("dec", len(message_id))
+        elif all(c in "0123456789abcdef" for c in message_id):
+            self.style = ("hex", len(message_id))
+        elif all(c in "0123456789ABCDEF" for c in message_id):
+            self.style = ("HEX", len(message_id))
+
+    def new(self) -> str:
+        kind, length = self.style
+        if kind == "dec":
+            return "".join(secrets.choice("0123456789") for _ in range(length))
+        value = secrets.token_hex((length + 1) // 2)[:length]
+        return value.upper() if kind == "HEX" else value
+
+
+class SmppEnforcer:
+    """The `gateway.proxy.Enforcer` that applies opt-outs."""
+
+    def __init__(
+        self, config: Config, service: OptOutService, metrics: Metrics, sessions: Sessions
+    ) -> None:
+        self.config = config
+        self.service = service
+        self.metrics = metrics
+        self.sessions = sessions
+        self.concat = ConcatDecisions()
+        self.message_ids = MessageIds()
+        smpp = config.smpp
+        self._blocked_status = smpp.blocked_status
+        self._receipt_mode = smpp.blocked_mode == "receipt"
+        self._service_types = {k.encode(): _SMS_TYPES[v] for k, v in
+                               smpp.service_type_map.items()}
+
+    # --- submits ------------------------------------------------------------------
+
+    def check_submit(self, session: ProxySession, header: Header, raw: bytes) -> Forward | Answer:
+        try:
+            pdu = pdu_codec.decode(raw)
+        except SmppError as exc:
+            # We cannot read the destination, so we cannot decide: refuse
+            # (fail closed) with the decoding error's own status.
+            return Answer(pdu_codec.encode(pdu_codec.Pdu(
+                header.command_id | 0x80000000, exc.command_status, header.sequence_number)))
+        app_id, sms_type = self._classify(session.account, session.system_id, pdu)
+        if header.command_id == Command.SUBMIT_MULTI:
+            return self._check_multi(session, pdu, raw, app_id, sms_type)
+        destination = _subscriber(pdu.get_bytes("destination_addr"),
+                                  pdu.get_int("dest_addr_ton"), pdu.get_int("dest_addr_npi"))
+        blocked = self._blocked(session, pdu, destination, app_id, sms_type)
+        if not blocked:
+            return Forward(raw, self._learn_message_id)
+        logs.event(log, "submit_blocked", system_id=session.system_id, app_id=app_id,
+                   sms_type=sms_type.value, to=logs.phone(destination))
+        if self._receipt_mode:
+            return self._accept_with_receipt(session, pdu)
+        return Answer(pdu_codec.encode(pdu_codec.Pdu(
+            header.command_id | 0x80000000, self._blocked_status, header.sequence_number)))
+
+    def _classify(
+        self, account: AccountConfig | None, system_id: str, pdu: Pdu
+    ) -> tuple[str, SmsType]:
+        """The application ID and SMS type of a submit (SPEC section 3)."""
+        app_id = account.app_id if account is not None else system_id
+        tag = self.config.smpp.sms_type_tlv
+        if tag is not None:
+            value = pdu.get_tlv(tag)
+            if value is not None:
+                found = _SMS_TYPES.get(value.rstrip(b"\x00").decode("latin-1").strip().lower())
+                if found is not None:
+                    return app_id, found
+        found = self._service_types.get(pdu.get_bytes("service_type"))
+        if found is not None:
+            return app_id, found
+        default = account.default_sms_type if account is not None else "marketing"
+        return app_id, _SMS_TYPES[default]
+
+    def _decide(self, app_id: str, sms_type: SmsType, destination: str | None) -> Decision:
+        start = time.perf_counter()
+        if destination is None:
+            decision = Decision(allowed=True, in_scope=False)
+        else:
+            decision = self.service.decide(app_id, sms_type, destination)
+        self.metrics.decision_seconds.observe(time.perf_counter() - start)
+        if not decision.in_scope:
+            self.metrics.submit_out_of_scope.labels(app_id).inc()
+        self.metrics.submit.labels(
+            app_id, sms_type.value, "allowed" if decision.allowed else "blocked"
+        ).inc()
+        return decision
+
+    def _blocked(
+        self, session: ProxySession, pdu: Pdu, destination: str | None, app_id: str,
+        sms_type: SmsType,
+    ) -> bool:
+        esm_class = pdu.get_int("esm_class")
+        concat = concat_info(pdu.get_bytes("short_message"), bool(esm_class & ESM_UDHI), pdu.tlvs)
+        if concat is None:
+            return not self._decide(app_id, sms_type, destination).allowed
+        key = (session.system_id, pdu.get_bytes("source_addr"), destination, concat.reference,
+               concat.total)
+        now = time.monotonic()
+        earlier = self.concat.get(key, now)
+        if earlier is not None:
+            self.metrics.submit.labels(
+                app_id, sms_type.value, "blocked" if earlier else "allowed").inc()
+            return earlier
+        blocked = not self._decide(app_id, sms_type, destination).allowed
+        self.concat.put(key, blocked, now)
+        return blocked
+
+    def _check_multi(
+        self, session: ProxySession, pdu: Pdu, raw: bytes, app_id: str, sms_type: SmsType
+    ) -> Forward | Answer:
+        allowed: list[object] = []
+        blocked: list[SmeAddress] = []
+        for dest in pdu.destinations():
+            if isinstance(dest, SmeAddress):
+                number = _subscriber(dest.addr, dest.ton, dest.npi)
+                if self._blocked(session, pdu, number, app_id, sms_type):
+                    blocked.append(dest)
+                    continue
+            allowed.append(dest)  # distribution lists are the carrier's to expand
+        if not blocked:
+            return Forward(raw, self._learn_message_id)
+        status = self._blocked_status
+        unsuccess = [UnsuccessSme(d.ton, d.npi, d.addr, status) for d in blocked]
+        logs.event(log, "submit_multi_blocked", system_id=session.system_id, app_id=app_id,
+                   blocked=len(blocked), allowed=len(allowed))
+        if not allowed:
+            return Answer(pdu_codec.encode(pdu_codec.response_for(
+                pdu, status, message_id=b"", no_unsuccess=len(unsuccess),
+                unsuccess_sme=unsuccess)))
+        pdu.params["dest_address"] = allowed  # type: ignore[assignment]
+        pdu.params["number_of_dests"] = len(allowed)
+
+        def add_blocked(resp_raw: bytes) -> bytes:
+            try:
+                resp = pdu_codec.decode(resp_raw)
+            except SmppError:
+                return resp_raw
+            if resp.command_status != 0 and not resp.params:
+                return resp_raw
+            merged = resp.unsuccess_smes() + unsuccess
+            resp.params["unsuccess_sme"] = merged  # type: ignore[assignment]
+            resp.params["no_unsuccess"] = len(merged)
+            return pdu_codec.encode(resp)
+
+        return Forward(pdu_codec.encode(pdu), add_blocked)
+
+    def _learn_message_id(self, resp_raw: bytes) -> bytes:
+        # Only the first few bytes matter; the body is passed on unchanged.
+        if self._receipt_mode and len(resp_raw) > 17:
+            end = resp_raw.find(b"\x00", 16)
+            if end > 16:
+                self.message_ids.learn(resp_raw[16:end].decode("latin-1"))
+        return resp_raw
+
+    def _accept_with_receipt(self, session: ProxySession, pdu: Pdu) -> Answer:
+        message_id = self.message_ids.new()
+        resp = pdu_codec.encode(pdu_codec.response_for(pdu, 0, message_id=message_id.encode()))
+        if not pdu.get_int("registered_delivery") & 0x03:
+            return Answer(resp)
+
+        def send_receipt() -> None:
+            receiver = self.sessions.receiver_for(session.system_id)
+            if receiver is None:
+                return
+            receiver.sender.send_request(_rejected_receipt(pdu, message_id, self._blocked_status),
+                                         lambda h, r: None)
+
+        return Answer(resp, after=send_receipt)
+
+    # --- carrier deliveries ---------------------------------------------------------
+
+    async def check_deliver(self, session: ProxySession, header: Header, raw: bytes) -> Deliver:
+        forward = self.config.smpp.forward_mo
+        try:
+            pdu = pdu_codec.decode(raw)
+        except SmppError as exc:
+            logs.event(log, "deliver_undecodable", logging.WARNING, error=str(exc))
+            return Deliver(forward=True)  # not ours to judge; the sender decides
+        esm_class = pdu.get_int("esm_class")
+        if is_receipt(esm_class):
+            return Deliver(forward=True)
+        inbound = _subscriber(pdu.get_bytes("destination_addr"),
+                              pdu.get_int("dest_addr_ton"), pdu.get_int("dest_addr_npi"))
+        sender = _subscriber(pdu.get_bytes("source_addr"),
+                             pdu.get_int("source_addr_ton"), pdu.get_int("source_addr_npi"))
+        if inbound is None or sender is None:
+            return Deliver(forward=True)
+        text = decode_short_message(
+            pdu.get_int("data_coding"), pdu.message_bytes(), udhi=bool(esm_class & ESM_UDHI),
+            default_alphabet=self.config.smpp.default_alphabet,  # type: ignore[arg-type]
+        )
+        try:
+            outcome = await self.service.handle_mo(
+                inbound, sender, text, carrier_ids=_carrier_ids(pdu, session.system_id)
+            )
+        except StoreUnavailable as exc:
+            self.metrics.store_errors.labels("handle_mo").inc()
+            logs.event(log, "mo_not_committed", logging.ERROR, error=str(exc),
+                       inbound=logs.phone(inbound), sender=logs.phone(sender))
+            return Deliver(forward=False, status=CommandStatus.ESME_RX_T_APPN)
+        label = inbound if outcome.handled else "unknown"
+        self.metrics.mo.labels(label, outcome.action.value).inc()
+        if outcome.action is not Action.NONE:
+            logs.event(log, "mo_handled", inbound=logs.phone(inbound),
+                       sender=logs.phone(sender), action=outcome.action.value,
+                       handled=outcome.handled, keyword=outcome.keyword,
+                       text=logs.text(text))
+        return Deliver(forward=forward)
+
+
+def _subscriber(addr: bytes, ton: int, npi: int) -> str | None:
+    """The normalised number of an SMPP address, or None (alphanumeric, junk)."""
+    if not addr:
+        return None
+    try:
+        return numbers.from_smpp(addr, ton, npi)
+    except InvalidNumber:
+        return None
+
+
+def _carrier_ids(pdu: Pdu, system_id: str) -> str:
+    receipted = pdu.get_tlv(_RECEIPTED_MESSAGE_ID)
+    parts = [f"system_id={system_id}", f"seq={pdu.sequence_number}"]
+    if receipted:
+        parts.append(f"message_id={receipted.rstrip(b'\x00').decode('latin-1')}")
+    return " ".join(parts)
+
+
+def _rejected_receipt(submit: Pdu, message_id: str, status: int) -> bytes:
+    """A deliver_sm receipt saying the submit was rejected (SMPP 3.4 appendix B)."""
+    stamp = time.strftime("%y%m%d%H%M", time.gmtime())
+    text = (f"id:{message_id} sub:001 dlvrd:000 submit date:{stamp} done date:{stamp} "
+            f"stat:REJECTD err:{status & 0xFFF:03x} text:").encode()
+    receipt = pdu_codec.make_pdu(
+        Command.DELIVER_SM,
+        source_addr_ton=submit.get_int("dest_addr_ton"),
+        source_addr_npi=submit.get_int("dest_addr_npi"),
+        source_addr=submit.get_bytes("destination_addr"),
+        dest_addr_ton=submit.get_int("source_addr_ton"),
+        dest_addr_npi=submit.get_int("source_addr_npi"),
+        destination_addr=submit.get_bytes("source_addr"),
+        esm_class=0x04,
+        short_message=text,
+        tlvs=[Tlv(_RECEIPTED_MESSAGE_ID, message_id.encode() + b"\x00"),
+              Tlv(_MESSAGE_STATE, bytes([_MESSAGE_STATE_REJECTED]))],
+    )
+    return pdu_codec.encode(receipt)

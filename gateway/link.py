@@ -1,0 +1,358 @@
+"""One SMPP connection (a "leg"), as an asyncio protocol.
+
+Theory of operation
+-------------------
+A `Link` moves bytes and arms timers; everything else is delegated:
+
+* framing and decoding are `gateway.smpp` (no I/O there);
+* what a PDU *means* is the owner's business (`LinkOwner.link_request`),
+  e.g. the proxy session that pairs a sender leg with a carrier leg.
+
+The link owns the things that are per leg in SMPP 3.4:
+
+* **Sequence numbers** of the requests it sends (section 2.2: they are
+  per session), and the map from each outstanding sequence number to the
+  callback that wants the response. PDUs the sidecar originates (auto-replies,
+  enquire_link) draw from the same counter, so they never collide with
+  relayed ones.
+* **The window**: at most `window` requests sent and unanswered. The owner
+  asks `has_room()` and pauses reading on the *other* leg when there is no
+  room, instead of queueing (back-pressure, not buffering).
+* **Unanswered incoming requests**: at most `window` of those too; beyond
+  that this leg stops reading until responses go out. Together with the
+  bounded frame reader this bounds every buffer a peer can make us fill.
+* **Upkeep**: answers enquire_link locally, sends one when the leg has been
+  idle for `enquire_link_interval`, and closes a leg whose requests time out
+  (`response_timeout`); a request that times out is reported to its
+  callback with `None` so the owner can answer the other side.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from gateway import logs
+from gateway.smpp.constants import RESPONSE_BIT, Command, CommandStatus
+from gateway.smpp.errors import FramingError
+from gateway.smpp.framing import FrameReader, Header, encode_simple, parse_header, with_sequence
+from metrics import Metrics
+
+log = logging.getLogger("optout.link")
+
+ResponseCallback = Callable[[Header | None, bytes | None], None]
+
+# Command names for the `command` label, computed once (hot path).
+_COMMAND_NAMES: dict[int, str] = {c.value: c.name.lower() for c in Command}
+
+
+# Requests that have no response PDU (SMPP 3.4 sections 4.1.7, 4.12).
+_NO_RESPONSE = frozenset({Command.OUTBIND, Command.ALERT_NOTIFICATION})
+
+
+def command_name(command_id: int) -> str:
+    return _COMMAND_NAMES.get(command_id, "unknown")
+
+
+class LinkOwner(Protocol):
+    """What a link tells the code that owns it."""
+
+    def link_request(self, link: Link, header: Header, raw: bytes) -> None:
+        """A request arrived (not enquire_link, which the link answers itself)."""
+
+    def link_room(self, link: Link) -> None:
+        """The link's window has room again (after `has_room()` was False)."""
+
+    def link_closed(self, link: Link, reason: str) -> None:
+        """The connection is gone; called once."""
+
+
+@dataclass(frozen=True, slots=True)
+class LinkSettings:
+    side: str  # "sender" or "upstream": the metric label and log field
+    window: int = 64
+    response_timeout: float = 30.0
+    enquire_link_interval: float = 30.0
+    max_pdu_size: int = 65536
+
+
+class _Pending:
+    __slots__ = ("callback", "command_id", "deadline")
+
+    def __init__(self, command_id: int, deadline: float, callback: ResponseCallback) -> None:
+        self.command_id = command_id
+        self.deadline = deadline
+        self.callback = callback
+
+
+class Link(asyncio.Protocol):
+    """One SMPP TCP (or TLS) connection, either side."""
+
+    def __init__(self, settings: LinkSettings, owner: LinkOwner, metrics: Metrics) -> None:
+        self.settings = settings
+        self.owner = owner
+        self.metrics = metrics
+        self.peer = "?"
+        self.transport: asyncio.Transport | None = None
+        self.closed = asyncio.get_running_loop().create_future()
+        self._reader = FrameReader(max_length=settings.max_pdu_size)
+        self._seq = itertools.count(1)
+        self._pending: dict[int, _Pending] = {}
+        self._unanswered_in = 0
+        self._reading_paused = False  # by us, for back-pressure
+        self._hold = False  # owner asked us to stop delivering requests
+        self._write_paused = False
+        self._last_activity = time.monotonic()
+        self._timer: asyncio.TimerHandle | None = None
+        self._is_closed = False
+        self._close_reason = ""
+        side = settings.side
+        self._count_in = {c: metrics.pdus.labels(side, "in", n) for c, n in _COMMAND_NAMES.items()}
+        self._count_out = {c: metrics.pdus.labels(side, "out", n) for c, n in _COMMAND_NAMES.items()}
+        self._count_in_unknown = metrics.pdus.labels(side, "in", "unknown")
+        self._count_out_unknown = metrics.pdus.labels(side, "out", "unknown")
+
+    # --- asyncio.Protocol ---------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        peer = transport.get_extra_info("peername")
+        self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
+        # Pause our reading when the peer is slow to take our writes.
+        transport.set_write_buffer_limits(high=256 * 1024)
+        self._arm_timer()
+
+    def data_received(self, data: bytes) -> None:
+        self._last_activity = time.monotonic()
+        try:
+            self._reader.feed(data)
+        except FramingError as exc:
+            self._framing_failed(exc)
+            return
+        self._process()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._finish(self._close_reason or ("connection lost" if exc is None else str(exc)))
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+        self._update_reading()
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        self._update_reading()
+        self.owner.link_room(self)
+
+    # --- what owners call -----------------------------------------------------
+
+    def has_room(self) -> bool:
+        """True if one more request may be sent now without exceeding the window."""
+        return (
+            len(self._pending) < self.settings.window
+            and not self._write_paused
+            and not self._is_closed
+        )
+
+    def hold(self, on: bool) -> None:
+        """Stop (or resume) delivering requests from this leg; used by the owner
+        when the leg they would be relayed to has no room."""
+        if on == self._hold:
+            return
+        self._hold = on
+        if on:
+            self.metrics.window_full.labels(self.settings.side).inc()
+        self._update_reading()
+        if not on:
+            self._process()
+
+    def send_request(self, raw: bytes, callback: ResponseCallback) -> int:
+        """Send a request PDU (its sequence number is replaced by ours) and call
+        `callback(header, raw)` with the response, or `(None, None)` on timeout
+        or when the link closes first. Returns the sequence number used."""
+        seq = self._next_seq()
+        command_id = int.from_bytes(raw[4:8], "big")
+        self._pending[seq] = _Pending(
+            command_id, time.monotonic() + self.settings.response_timeout, callback
+        )
+        self._write(with_sequence(raw, seq), command_id)
+        return seq
+
+    def send_oneway(self, raw: bytes) -> None:
+        """Send a request that has no response (alert_notification)."""
+        seq = self._next_seq()
+        self._write(with_sequence(raw, seq), int.from_bytes(raw[4:8], "big"))
+
+    def send_response(self, raw: bytes, sequence_number: int) -> None:
+        """Answer a request this leg received, with the peer's sequence number."""
+        if self._unanswered_in > 0:
+            self._unanswered_in -= 1
+        self._write(with_sequence(raw, sequence_number), int.from_bytes(raw[4:8], "big"))
+        self._update_reading()
+
+    def answer(self, header: Header, status: int, body: bytes = b"") -> None:
+        """Answer `header`'s request with an empty-bodied (or given) response."""
+        self.send_response(
+            encode_simple(header.command_id | RESPONSE_BIT, status, header.sequence_number, body),
+            header.sequence_number,
+        )
+
+    def _next_seq(self) -> int:
+        seq = next(self._seq)
+        if seq > 0x7FFFFFFF:  # SMPP 3.4 section 3.2: 0x01..0x7FFFFFFF, then wrap
+            self._seq = itertools.count(2)
+            seq = 1
+        while seq in self._pending:  # after a wrap, skip numbers still in flight
+            seq = next(self._seq)
+        return seq
+
+    def close(self, reason: str) -> None:
+        """Close now; outstanding callbacks get `(None, None)`."""
+        if self.transport is not None and not self._is_closed:
+            self._close_reason = reason
+            self.transport.close()
+        elif self.transport is None:
+            self._finish(reason)
+
+    def abort(self, reason: str) -> None:
+        if self.transport is not None and not self._is_closed:
+            self._close_reason = reason
+            self.transport.abort()
+
+    @property
+    def outstanding(self) -> int:
+        return len(self._pending)
+
+    # --- internals --------------------------------------------------------------
+
+    def _write(self, raw: bytes, command_id: int) -> None:
+        if self._is_closed or self.transport is None:
+            return
+        self.transport.write(raw)
+        counter = self._count_out.get(command_id)
+        (counter if counter is not None else self._count_out_unknown).inc()
+
+    def _process(self) -> None:
+        """Deliver buffered frames until none is left or we must hold."""
+        while not self._hold and not self._is_closed:
+            try:
+                raw = self._reader.next_frame()
+            except FramingError as exc:
+                self._framing_failed(exc)
+                return
+            if raw is None:
+                break
+            header = parse_header(raw)
+            counter = self._count_in.get(header.command_id)
+            (counter if counter is not None else self._count_in_unknown).inc()
+            if header.command_id & RESPONSE_BIT:
+                self._on_response(header, raw)
+            elif header.command_id == Command.ENQUIRE_LINK:
+                self._write(
+                    encode_simple(Command.ENQUIRE_LINK_RESP, 0, header.sequence_number),
+                    Command.ENQUIRE_LINK_RESP,
+                )
+            else:
+                if header.command_id not in _NO_RESPONSE:
+                    self._unanswered_in += 1
+                self.owner.link_request(self, header, raw)
+        self._update_reading()
+
+    def _on_response(self, header: Header, raw: bytes) -> None:
+        if header.command_id == Command.GENERIC_NACK and header.sequence_number == 0:
+            # A nack for a PDU the peer could not even read a sequence number of.
+            logs.event(log, "generic_nack_received", logging.WARNING, side=self.settings.side,
+                       peer=self.peer, status=f"{header.command_status:#x}")
+            return
+        pending = self._pending.pop(header.sequence_number, None)
+        if pending is None:
+            logs.event(log, "unexpected_response", logging.WARNING, side=self.settings.side,
+                       peer=self.peer, command=command_name(header.command_id),
+                       sequence=header.sequence_number)
+            return
+        pending.callback(header, raw)
+        if len(self._pending) == self.settings.window - 1:
+            self.owner.link_room(self)
+
+    def _update_reading(self) -> None:
+        if self.transport is None or self._is_closed:
+            return
+        should_pause = (
+            self._hold
+            or self._unanswered_in >= self.settings.window
+            or self._write_paused
+        )
+        if should_pause and not self._reading_paused:
+            self._reading_paused = True
+            self.transport.pause_reading()
+        elif not should_pause and self._reading_paused:
+            self._reading_paused = False
+            self.transport.resume_reading()
+
+    def _framing_failed(self, exc: FramingError) -> None:
+        # The stream cannot be resynchronised (SMPP has no frame delimiter):
+        # say why with generic_nack, then close this leg only.
+        self.metrics.framing_errors.labels(self.settings.side).inc()
+        logs.event(log, "framing_error", logging.WARNING, side=self.settings.side,
+                   peer=self.peer, error=str(exc), status=f"{exc.command_status:#x}")
+        self._write(encode_simple(Command.GENERIC_NACK, exc.command_status, 0),
+                    Command.GENERIC_NACK)
+        self.close(f"framing error: {exc}")
+
+    def _arm_timer(self) -> None:
+        loop = asyncio.get_running_loop()
+        interval = min(1.0, self.settings.enquire_link_interval, self.settings.response_timeout)
+        self._timer = loop.call_later(interval, self._tick)
+
+    def _tick(self) -> None:
+        """Once a second: expire requests and keep an idle leg alive."""
+        if self._is_closed:
+            return
+        now = time.monotonic()
+        expired = []
+        # Requests are inserted in send order with one timeout, so the expired
+        # ones are at the front of the dict.
+        for seq, pending in self._pending.items():
+            if pending.deadline > now:
+                break
+            expired.append(seq)
+        for seq in expired:
+            pending = self._pending.pop(seq)
+            self.metrics.response_timeouts.labels(self.settings.side).inc()
+            logs.event(log, "response_timeout", logging.WARNING, side=self.settings.side,
+                       peer=self.peer, command=command_name(pending.command_id))
+            if pending.command_id == Command.ENQUIRE_LINK:
+                self.close("enquire_link not answered")
+                return
+            pending.callback(None, None)
+        if expired:
+            self.owner.link_room(self)
+        if now - self._last_activity >= self.settings.enquire_link_interval:
+            self._last_activity = now
+            self.send_request(encode_simple(Command.ENQUIRE_LINK, 0, 0), lambda h, r: None)
+        self._arm_timer()
+
+    def _finish(self, reason: str) -> None:
+        if self._is_closed:
+            return
+        self._is_closed = True
+        if self._timer is not None:
+            self._timer.cancel()
+        pending, self._pending = self._pending, {}
+        for p in pending.values():
+            p.callback(None, None)
+        if not self.closed.done():
+            self.closed.set_result(reason)
+        self.owner.link_closed(self, reason)
+
+
+def status_name(status: int) -> str:
+    try:
+        return CommandStatus(status).name
+    except ValueError:
+        return f"{status:#010x}"

@@ -1,0 +1,503 @@
+"""The relay: one sender session paired with one carrier session.
+
+For every sender that binds to the listener, a `ProxySession` opens an
+upstream session of the same bind type to the carrier, passes the sender's
+credentials through (or the account's mapped ones), and hands the sender the
+carrier's bind status. From then on it relays PDUs both ways with sequence
+numbers owned per leg (`gateway.link`), except:
+
+* enquire_link is answered locally on each leg (by the link);
+* submits (submit_sm, submit_multi, data_sm) go through `Enforcer.check_submit`
+  first, which may answer them locally instead of forwarding;
+* deliver_sm / data_sm from the carrier go through `Enforcer.check_deliver`,
+  which reads MOs for keywords and commits the status change before the
+  carrier gets its response;
+* unbind on either leg unbinds the other, and a leg that drops closes the
+  other, so a sender sees a carrier failure exactly as it would without the
+  sidecar and reconnects.
+
+Back-pressure: a PDU is relayed only if the destination leg's window has
+room; otherwise the source leg holds (stops reading) until it has.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from gateway import logs
+from gateway.config import AccountConfig, Config, parse_hostport
+from gateway.link import Link, LinkSettings, command_name, status_name
+from gateway.smpp import pdu as pdu_codec
+from gateway.smpp.constants import RESPONSE_BIT, Command, CommandStatus
+from gateway.smpp.errors import SmppError
+from gateway.smpp.framing import Header, encode_simple
+from gateway.smpp.session import Role, SessionStateMachine
+from metrics import Metrics
+
+log = logging.getLogger("optout.proxy")
+
+BIND_COMMANDS = {
+    Command.BIND_TRANSMITTER: "tx",
+    Command.BIND_RECEIVER: "rx",
+    Command.BIND_TRANSCEIVER: "trx",
+}
+SUBMIT_COMMANDS = frozenset({Command.SUBMIT_SM, Command.SUBMIT_MULTI, Command.DATA_SM})
+# SMPP 3.4 section 5.1.2.1 reserves this range for SMSC vendors: relayed as is.
+VENDOR_COMMANDS = range(0x00010200, 0x00010300)
+KNOWN_COMMANDS = frozenset(int(c) for c in Command)
+# Requests that have no response PDU.
+NO_RESPONSE = frozenset({Command.OUTBIND, Command.ALERT_NOTIFICATION, Command.GENERIC_NACK})
+# Responses whose body is one C-octet string message_id (empty when we answer).
+_MESSAGE_ID_RESPONSES = frozenset(
+    {Command.SUBMIT_SM, Command.DELIVER_SM, Command.DATA_SM, Command.SUBMIT_MULTI}
+)
+
+
+def response_body(request_command: int, status: int) -> bytes:
+    """The body of a response we make up ourselves. SMPP 3.4 omits the body of
+    an error response (e.g. section 4.4.2); deliver_sm_resp and data_sm_resp
+    carry an unused, empty message_id."""
+    if status != 0:
+        return b""
+    if request_command == Command.SUBMIT_MULTI:
+        return b"\x00\x00"  # empty message_id, no_unsuccess = 0
+    if request_command in _MESSAGE_ID_RESPONSES:
+        return b"\x00"
+    return b""
+
+
+# --- what enforcement plugs in ------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Forward:
+    """Relay this PDU (possibly rewritten, e.g. submit_multi minus blocked
+    destinations) and pass `on_response` the carrier's answer to rewrite it."""
+
+    raw: bytes
+    on_response: Callable[[bytes], bytes] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """Answer locally with this response PDU (sequence number is set later);
+    `after` runs once the answer is written (e.g. to emit a REJECTD receipt)."""
+
+    raw: bytes
+    after: Callable[[], None] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Deliver:
+    """What to do with a deliver_sm / data_sm from the carrier: forward it to
+    the sender (if bound to receive), or answer the carrier with `status`."""
+
+    forward: bool
+    status: int = 0
+
+
+class Enforcer(Protocol):
+    def check_submit(self, session: ProxySession, header: Header, raw: bytes) -> Forward | Answer:
+        """Decide a sender's submit_sm / submit_multi / data_sm."""
+
+    async def check_deliver(self, session: ProxySession, header: Header, raw: bytes) -> Deliver:
+        """Handle a carrier deliver_sm / data_sm (MO or receipt) before it is relayed."""
+
+
+class PassThrough:
+    """No enforcement: the plain relay."""
+
+    def check_submit(self, session: ProxySession, header: Header, raw: bytes) -> Forward | Answer:
+        return Forward(raw)
+
+    async def check_deliver(self, session: ProxySession, header: Header, raw: bytes) -> Deliver:
+        return Deliver(forward=True)
+
+
+# --- the registry of live sessions ---------------------------------------------
+
+
+@dataclass
+class Sessions:
+    """Bound sessions, so that receipts made by the sidecar reach a receiver of
+    the right account and confirmations find a transmitter upstream."""
+
+    by_system_id: dict[str, set[ProxySession]] = field(default_factory=dict)
+    on_upstream_change: list[Callable[[], None]] = field(default_factory=list)
+
+    def add(self, session: ProxySession) -> None:
+        self.by_system_id.setdefault(session.system_id, set()).add(session)
+        for cb in self.on_upstream_change:
+            cb()
+
+    def remove(self, session: ProxySession) -> None:
+        group = self.by_system_id.get(session.system_id)
+        if group is not None:
+            group.discard(session)
+            if not group:
+                del self.by_system_id[session.system_id]
+        for cb in self.on_upstream_change:
+            cb()
+
+    def receiver_for(self, system_id: str) -> ProxySession | None:
+        for s in self.by_system_id.get(system_id, ()):
+            if s.bind_type in ("rx", "trx") and s.is_bound:
+                return s
+        return None
+
+    def transmitters(self) -> list[ProxySession]:
+        return [
+            s for group in self.by_system_id.values() for s in group
+            if s.bind_type in ("tx", "trx") and s.is_bound
+        ]
+
+    def all(self) -> list[ProxySession]:
+        return [s for group in self.by_system_id.values() for s in group]
+
+
+@dataclass
+class RelayContext:
+    """What every session shares: configuration, metrics and collaborators."""
+
+    config: Config
+    metrics: Metrics
+    enforcer: Enforcer
+    sessions: Sessions
+    upstream_address: tuple[str, int]
+    upstream_ssl: ssl.SSLContext | None = None
+
+
+# --- one sender <-> carrier pair ---------------------------------------------------
+
+
+class ProxySession:
+    """A sender's SMPP session and the carrier session opened for it."""
+
+    def __init__(self, ctx: RelayContext) -> None:
+        self.ctx = ctx
+        smpp = ctx.config.smpp
+        self.sender = Link(
+            LinkSettings("sender", smpp.window, smpp.response_timeout,
+                         smpp.enquire_link_interval, smpp.max_pdu_size),
+            self, ctx.metrics,
+        )
+        self.upstream: Link | None = None
+        self.state = SessionStateMachine(Role.SMSC)
+        self.account: AccountConfig | None = None
+        self.system_id = ""
+        self.bind_type: str | None = None
+        self._binding = False
+        self._closing = False
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._bind_deadline = asyncio.get_running_loop().call_later(
+            smpp.bind_timeout, self._bind_timed_out
+        )
+
+    @property
+    def is_bound(self) -> bool:
+        return self.bind_type is not None and not self._closing
+
+    # --- LinkOwner -----------------------------------------------------------
+
+    def link_request(self, link: Link, header: Header, raw: bytes) -> None:
+        if link is self.sender:
+            self._from_sender(header, raw)
+        else:
+            self._from_upstream(header, raw)
+
+    def link_room(self, link: Link) -> None:
+        # The leg that had no room now has some: let the other leg read again.
+        other = self.upstream if link is self.sender else self.sender
+        if other is not None:
+            other.hold(False)
+
+    def link_closed(self, link: Link, reason: str) -> None:
+        side = "sender" if link is self.sender else "upstream"
+        logs.event(log, "leg_closed", side=side, system_id=self.system_id, reason=reason)
+        self._close(f"{side} leg closed: {reason}")
+
+    # --- sender -> carrier -----------------------------------------------------
+
+    def _from_sender(self, header: Header, raw: bytes) -> None:
+        cmd = header.command_id
+        try:
+            self.state.receive(cmd)
+        except SmppError as exc:
+            if cmd in VENDOR_COMMANDS and self.is_bound:
+                self._relay_request(self.sender, header, raw)
+                return
+            self._reject(self.sender, header, exc.command_status)
+            return
+        if cmd in BIND_COMMANDS:
+            if self._binding:
+                self._reject(self.sender, header, CommandStatus.ESME_RALYBND)
+                return
+            self._start_task(self._bind(header, raw))
+        elif cmd == Command.UNBIND:
+            self._start_task(self._unbind_from(self.sender, header))
+        elif cmd in SUBMIT_COMMANDS:
+            verdict = self.ctx.enforcer.check_submit(self, header, raw)
+            if isinstance(verdict, Answer):
+                self.sender.send_response(verdict.raw, header.sequence_number)
+                if verdict.after is not None:
+                    verdict.after()
+            else:
+                self._relay_request(self.sender, header, verdict.raw, verdict.on_response)
+        else:
+            self._relay_request(self.sender, header, raw)
+
+    # --- carrier -> sender -------------------------------------------------------
+
+    def _from_upstream(self, header: Header, raw: bytes) -> None:
+        assert self.upstream is not None
+        cmd = header.command_id
+        if cmd == Command.UNBIND:
+            self._start_task(self._unbind_from(self.upstream, header))
+        elif cmd in (Command.DELIVER_SM, Command.DATA_SM):
+            self._start_task(self._deliver(header, raw))
+        elif cmd == Command.OUTBIND:
+            # Outbind asks an ESME to bind; our upstream sessions are already bound.
+            logs.event(log, "outbind_ignored", logging.WARNING, system_id=self.system_id)
+        elif cmd == Command.ALERT_NOTIFICATION:
+            if self.bind_type in ("rx", "trx"):
+                self.sender.send_oneway(raw)
+        elif cmd in VENDOR_COMMANDS:
+            self._relay_request(self.upstream, header, raw)
+        else:
+            self._reject(self.upstream, header, CommandStatus.ESME_RINVBNDSTS
+                         if cmd in KNOWN_COMMANDS else CommandStatus.ESME_RINVCMDID)
+
+    async def _deliver(self, header: Header, raw: bytes) -> None:
+        upstream = self.upstream
+        assert upstream is not None
+        decision = await self.ctx.enforcer.check_deliver(self, header, raw)
+        if decision.forward and self.bind_type in ("rx", "trx") and not self._closing:
+            self._relay_request(upstream, header, raw)
+        else:
+            upstream.answer(header, decision.status, response_body(header.command_id,
+                                                                   decision.status))
+
+    # --- relaying -------------------------------------------------------------------
+
+    def _relay_request(
+        self,
+        source: Link,
+        header: Header,
+        raw: bytes,
+        rewrite: Callable[[bytes], bytes] | None = None,
+    ) -> None:
+        dest = self.upstream if source is self.sender else self.sender
+        if dest is None or self._closing:
+            self._reject(source, header, CommandStatus.ESME_RSYSERR)
+            return
+        seq = header.sequence_number
+
+        def on_response(resp_header: Header | None, resp: bytes | None) -> None:
+            if resp is None:
+                # No answer in time (or the leg went away): tell the source the
+                # outcome is unknown with a temporary error, so it may retry.
+                if not self._closing:
+                    self._reject(source, header, CommandStatus.ESME_RSYSERR)
+                return
+            source.send_response(rewrite(resp) if rewrite is not None else resp, seq)
+
+        dest.send_request(raw, on_response)
+        if not dest.has_room():
+            source.hold(True)
+
+    def _reject(self, link: Link, header: Header, status: int) -> None:
+        cmd = header.command_id
+        if cmd in KNOWN_COMMANDS and not cmd & RESPONSE_BIT and cmd not in NO_RESPONSE:
+            link.answer(header, status, response_body(cmd, status))
+        else:
+            link.send_response(
+                encode_simple(Command.GENERIC_NACK, status, header.sequence_number),
+                header.sequence_number,
+            )
+
+    # --- bind / unbind -------------------------------------------------------------
+
+    async def _bind(self, header: Header, raw: bytes) -> None:
+        self._binding = True
+        try:
+            await self._do_bind(header, raw)
+        finally:
+            self._binding = False
+
+    async def _do_bind(self, header: Header, raw: bytes) -> None:
+        ctx = self.ctx
+        cmd = Command(header.command_id)
+        try:
+            bind = pdu_codec.decode(raw)
+        except SmppError as exc:
+            self._reject(self.sender, header, exc.command_status)
+            return
+        system_id = _text(bind.params.get("system_id", b""))
+        account = ctx.config.account(system_id)
+        if account is None and not ctx.config.smpp.allow_unknown_accounts:
+            logs.event(log, "bind_refused", logging.WARNING, system_id=system_id,
+                       peer=self.sender.peer, reason="unknown system_id")
+            self._reject(self.sender, header, CommandStatus.ESME_RINVSYSID)
+            return
+        if account is not None and account.upstream_system_id is not None:
+            bind.params["system_id"] = account.upstream_system_id.encode()
+            if account.upstream_password is not None:
+                bind.params["password"] = account.upstream_password.encode()
+            raw = pdu_codec.encode(bind)
+
+        upstream = await self._connect_upstream()
+        if upstream is None:
+            self._reject(self.sender, header, CommandStatus.ESME_RBINDFAIL)
+            return
+        fut: asyncio.Future[tuple[Header | None, bytes | None]] = (
+            asyncio.get_running_loop().create_future()
+        )
+        upstream.send_request(raw, lambda h, r: fut.done() or fut.set_result((h, r)))
+        try:
+            resp_header, resp = await asyncio.wait_for(fut, ctx.config.smpp.bind_timeout)
+        except TimeoutError:
+            resp_header, resp = None, None
+        if resp is None or resp_header is None:
+            upstream.close("no bind response")
+            self.upstream = None
+            self._reject(self.sender, header, CommandStatus.ESME_RBINDFAIL)
+            return
+        if resp_header.command_status != CommandStatus.ESME_ROK:
+            # The carrier's refusal passes back as it is (e.g. ESME_RINVPASWD).
+            logs.event(log, "bind_refused", logging.WARNING, system_id=system_id,
+                       peer=self.sender.peer, reason="carrier",
+                       status=status_name(resp_header.command_status))
+            self.upstream = None
+            upstream.close("bind refused by carrier")
+            self.sender.send_response(resp, header.sequence_number)
+            return
+        if self._closing:
+            upstream.close("sender left during bind")
+            return
+        self.state.bound(cmd)
+        self.account = account
+        self.system_id = system_id
+        self.bind_type = BIND_COMMANDS[cmd]
+        self._bind_deadline.cancel()
+        ctx.sessions.add(self)
+        ctx.metrics.sessions.labels("sender", self.bind_type).inc()
+        ctx.metrics.sessions.labels("upstream", self.bind_type).inc()
+        logs.event(log, "bound", system_id=system_id, bind_type=self.bind_type,
+                   peer=self.sender.peer)
+        self.sender.send_response(resp, header.sequence_number)
+
+    async def _connect_upstream(self) -> Link | None:
+        ctx = self.ctx
+        smpp = ctx.config.smpp
+        host, port = ctx.upstream_address
+        settings = LinkSettings("upstream", smpp.window, smpp.response_timeout,
+                                smpp.enquire_link_interval, smpp.max_pdu_size)
+        loop = asyncio.get_running_loop()
+        try:
+            _, link = await asyncio.wait_for(
+                loop.create_connection(lambda: Link(settings, self, ctx.metrics), host, port,
+                                       ssl=ctx.upstream_ssl),
+                smpp.bind_timeout,
+            )
+        except (OSError, TimeoutError, ssl.SSLError) as exc:
+            logs.event(log, "upstream_connect_failed", logging.WARNING,
+                       upstream=f"{host}:{port}", error=str(exc) or type(exc).__name__)
+            return None
+        if self._closing:
+            link.close("sender left")
+            return None
+        self.upstream = link
+        return link
+
+    async def _unbind_from(self, link: Link, header: Header) -> None:
+        """`link`'s peer asked to unbind: unbind the other leg, then answer and close."""
+        other = self.upstream if link is self.sender else self.sender
+        self._closing = True
+        if other is not None and self.bind_type is not None:
+            fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            other.send_request(encode_simple(Command.UNBIND, 0, 0),
+                               lambda h, r: fut.done() or fut.set_result(None))
+            try:
+                await asyncio.wait_for(fut, self.ctx.config.smpp.response_timeout)
+            except TimeoutError:
+                pass
+        link.answer(header, CommandStatus.ESME_ROK)
+        self._close("unbind")
+
+    def _bind_timed_out(self) -> None:
+        if self.bind_type is None and not self._binding:
+            self.sender.close("no bind in time")
+
+    # --- teardown -------------------------------------------------------------------
+
+    def _close(self, reason: str) -> None:
+        if self._closing and self.sender.closed.done() and (
+            self.upstream is None or self.upstream.closed.done()
+        ):
+            return
+        was_bound = self.bind_type is not None
+        self._closing = True
+        self._bind_deadline.cancel()
+        if was_bound:
+            assert self.bind_type is not None
+            self.ctx.metrics.sessions.labels("sender", self.bind_type).dec()
+            self.ctx.metrics.sessions.labels("upstream", self.bind_type).dec()
+            self.ctx.sessions.remove(self)
+            self.bind_type = None
+            logs.event(log, "session_closed", system_id=self.system_id, reason=reason)
+        self.sender.close(reason)
+        if self.upstream is not None:
+            self.upstream.close(reason)
+        for task in list(self._tasks):
+            if task is not asyncio.current_task():
+                task.cancel()
+
+    def _start_task(self, coro: object) -> None:
+        task = asyncio.ensure_future(coro)  # type: ignore[arg-type]
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            logs.event(log, "session_task_failed", logging.ERROR, system_id=self.system_id,
+                       error=repr(task.exception()))
+            self._close("internal error")
+
+
+def _text(value: object) -> str:
+    if isinstance(value, bytes):
+        return value.decode("ascii", "replace")
+    return str(value)
+
+
+async def start_listener(
+    ctx: RelayContext, host: str, port: int, tls: ssl.SSLContext | None = None
+) -> asyncio.Server:
+    """Accept sender connections; each gets a ProxySession."""
+    loop = asyncio.get_running_loop()
+    return await loop.create_server(lambda: ProxySession(ctx).sender, host, port, ssl=tls)
+
+
+def upstream_address(config: Config) -> tuple[str, int]:
+    assert config.upstream.address is not None
+    return parse_hostport(config.upstream.address, "upstream.address")
+
+
+__all__ = [
+    "Answer",
+    "Deliver",
+    "Enforcer",
+    "Forward",
+    "PassThrough",
+    "ProxySession",
+    "RelayContext",
+    "Sessions",
+    "command_name",
+    "start_listener",
+]

@@ -1,0 +1,249 @@
+"""Sends auto-replies (opt-out / opt-in confirmations, help) to end users.
+
+Replies are queued in the store's outbox in the same transaction as the
+status change they answer, so an MO never fails because no carrier session
+is up: the reply waits and goes out as soon as one is (SPEC section 3).
+
+Which session carries them: the sidecar's own transmitter bind when
+`[upstream] reply_system_id` is configured, otherwise any bound
+transmitter-capable upstream session of a sender. The sidecar originates
+these submit_sm itself, with sequence numbers from the carrier leg's own
+counter, and consumes their responses: a sender never sees them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+
+from gateway import logs
+from gateway.link import Link, LinkSettings
+from gateway.proxy import RelayContext
+from gateway.smpp import pdu as pdu_codec
+from gateway.smpp.constants import Command, CommandStatus
+from gateway.smpp.framing import Header
+from gateway.smpp.text import encode_reply_text
+from rules.model import Reply
+from rules.service import OptOutService
+
+log = logging.getLogger("optout.replies")
+
+_RETRY_SECONDS = 5.0
+_PROBE_SECONDS = 5.0
+
+
+def reply_submit(reply: Reply) -> bytes:
+    """The submit_sm that carries `reply` from the inbound address to the user."""
+    data_coding, payload = encode_reply_text(reply.text)
+    source = reply.source_addr.lstrip("+")
+    # E.164 numbers go out international; short codes as network-specific.
+    source_ton = 1 if reply.source_addr.startswith("+") else 3
+    source_npi = 1 if reply.source_addr.startswith("+") else 0
+    pdu = pdu_codec.make_pdu(
+        Command.SUBMIT_SM,
+        source_addr_ton=source_ton,
+        source_addr_npi=source_npi,
+        source_addr=source.encode(),
+        dest_addr_ton=1,
+        dest_addr_npi=1,
+        destination_addr=reply.destination_addr.lstrip("+").encode(),
+        data_coding=data_coding,
+        short_message=payload,
+    )
+    if len(payload) > 254:
+        pdu.params["short_message"] = b""
+        pdu.set_tlv(0x0424, payload)
+    return pdu_codec.encode(pdu)
+
+
+class _ReplyBind:
+    """The sidecar's own transmitter session for replies (reply_system_id)."""
+
+    def __init__(self, ctx: RelayContext, on_change: asyncio.Event) -> None:
+        self.ctx = ctx
+        self.link: Link | None = None
+        self.bound = False
+        self._on_change = on_change
+
+    # LinkOwner
+    def link_request(self, link: Link, header: Header, raw: bytes) -> None:
+        if header.command_id == Command.UNBIND:
+            link.answer(header, CommandStatus.ESME_ROK)
+            link.close("carrier unbound the reply session")
+        else:
+            link.answer(header, CommandStatus.ESME_RINVBNDSTS)
+
+    def link_room(self, link: Link) -> None:
+        self._on_change.set()
+
+    def link_closed(self, link: Link, reason: str) -> None:
+        if self.bound:
+            self.ctx.metrics.sessions.labels("reply", "tx").dec()
+        self.bound = False
+        self.link = None
+        logs.event(log, "reply_bind_closed", reason=reason)
+        self._on_change.set()
+
+    async def connect(self) -> bool:
+        ctx = self.ctx
+        up = ctx.config.upstream
+        smpp = ctx.config.smpp
+        host, port = ctx.upstream_address
+        settings = LinkSettings("upstream", smpp.window, smpp.response_timeout,
+                                smpp.enquire_link_interval, smpp.max_pdu_size)
+        loop = asyncio.get_running_loop()
+        try:
+            _, link = await asyncio.wait_for(
+                loop.create_connection(lambda: Link(settings, self, ctx.metrics), host, port,
+                                       ssl=ctx.upstream_ssl),
+                smpp.bind_timeout,
+            )
+        except (OSError, TimeoutError) as exc:
+            logs.event(log, "reply_bind_connect_failed", logging.WARNING, error=str(exc))
+            return False
+        self.link = link
+        bind = pdu_codec.make_pdu(
+            Command.BIND_TRANSMITTER,
+            system_id=(up.reply_system_id or "").encode(),
+            password=(up.reply_password or "").encode(),
+            system_type=up.reply_system_type.encode(),
+            interface_version=0x34,
+        )
+        fut: asyncio.Future[Header | None] = loop.create_future()
+        link.send_request(pdu_codec.encode(bind), lambda h, r: fut.done() or fut.set_result(h))
+        try:
+            resp = await asyncio.wait_for(fut, smpp.bind_timeout)
+        except TimeoutError:
+            resp = None
+        if resp is None or resp.command_status != 0:
+            status = "timeout" if resp is None else f"{resp.command_status:#x}"
+            logs.event(log, "reply_bind_refused", logging.WARNING, status=status)
+            link.close("reply bind refused")
+            return False
+        self.bound = True
+        ctx.metrics.sessions.labels("reply", "tx").inc()
+        logs.event(log, "reply_bind_up")
+        return True
+
+
+class ReplySender:
+    """Drains the reply outbox through whatever upstream session can carry it."""
+
+    def __init__(self, ctx: RelayContext, service: OptOutService) -> None:
+        self.ctx = ctx
+        self.service = service
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._in_flight: set[int] = set()
+        self._own = _ReplyBind(ctx, self._wake) if ctx.config.upstream.reply_system_id else None
+        self._probe_ok = False
+        self._last_probe = 0.0
+
+    @property
+    def upstream_reachable(self) -> bool:
+        if self._own is not None and self._own.bound:
+            return True
+        if any(s.upstream is not None for s in self.ctx.sessions.all()):
+            return True
+        return self._probe_ok
+
+    async def start(self) -> None:
+        self.service.add_reply_listener(self._wake.set)
+        self.ctx.sessions.on_upstream_change.append(self._wake.set)
+        self._task = asyncio.create_task(self._run())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self._own is not None and self._own.link is not None:
+            self._own.link.close("sidecar stopping")
+
+    def _carrier_link(self) -> Link | None:
+        if self._own is not None:
+            return self._own.link if self._own.bound else None
+        for session in self.ctx.sessions.transmitters():
+            if session.upstream is not None and session.upstream.has_room():
+                return session.upstream
+        return None
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self._drain()
+            except Exception as exc:  # a store outage must not end the loop
+                self.ctx.metrics.store_errors.labels("reply_outbox").inc()
+                logs.event(log, "reply_drain_failed", logging.WARNING, error=repr(exc))
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), _RETRY_SECONDS)
+
+    async def _drain(self) -> None:
+        if self._own is not None and not self._own.bound:
+            await self._own.connect()
+        await self._probe()
+        pending = await self.service.pending_replies(limit=self.ctx.config.smpp.window)
+        self.ctx.metrics.replies_pending.set(len(pending))
+        for reply in pending:
+            if reply.id in self._in_flight:
+                continue
+            link = self._carrier_link()
+            if link is None:
+                return  # woken again when a session binds or room frees up
+            self._send(link, reply)
+
+    def _send(self, link: Link, reply: Reply) -> None:
+        self._in_flight.add(reply.id)
+        metrics = self.ctx.metrics
+
+        def on_response(header: Header | None, raw: bytes | None) -> None:
+            self._in_flight.discard(reply.id)
+            if header is None or raw is None or header.command_status != 0:
+                status = "timeout" if header is None else f"{header.command_status:#x}"
+                metrics.replies.labels(reply.action.value, "failed").inc()
+                logs.event(log, "reply_failed", logging.WARNING, action=reply.action.value,
+                           to=logs.phone(reply.destination_addr), status=status)
+                return  # stays in the outbox; retried on the next drain
+            message_id: str | None = None
+            try:
+                message_id = pdu_codec.decode(raw).get_str("message_id") or None
+            except Exception:
+                message_id = None
+            metrics.replies.labels(reply.action.value, "sent").inc()
+            logs.event(log, "reply_sent", action=reply.action.value,
+                       to=logs.phone(reply.destination_addr), message_id=message_id)
+            task = asyncio.ensure_future(self.service.mark_reply_sent(reply.id, message_id))
+            task.add_done_callback(_log_mark_failure)
+
+        link.send_request(reply_submit(reply), on_response)
+
+    async def _probe(self) -> None:
+        """Without a bound session, check that the carrier's port answers (for /readyz)."""
+        if (self._own is not None and self._own.bound) or any(
+            s.upstream is not None for s in self.ctx.sessions.all()
+        ):
+            return
+        now = time.monotonic()
+        if now - self._last_probe < _PROBE_SECONDS:
+            return
+        self._last_probe = now
+        host, port = self.ctx.upstream_address
+        try:
+            _, writer = await asyncio.wait_for(
+                asyncio.open_connection(host, port, ssl=self.ctx.upstream_ssl), 2.0
+            )
+        except (OSError, TimeoutError):
+            self._probe_ok = False
+            return
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+        self._probe_ok = True
+
+
+def _log_mark_failure(task: asyncio.Future[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        logs.event(log, "reply_mark_failed", logging.WARNING, error=repr(task.exception()))

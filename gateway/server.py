@@ -1,0 +1,153 @@
+"""The sidecar process: store, SMPP listener, carrier legs, HTTP server.
+
+`Sidecar` owns every long-lived resource and opens and closes them in
+order, so tests can run a whole sidecar in their event loop on port 0 and
+the CLI can run it until SIGTERM.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from gateway import logs
+from gateway.carrier_sim import CarrierSim, SimConfig
+from gateway.config import Config, parse_hostport
+from gateway.enforcement import SmppEnforcer
+from gateway.http.app import make_app
+from gateway.http.auth import ApiToken
+from gateway.proxy import RelayContext, Sessions, start_listener
+from gateway.reply_sender import ReplySender
+from metrics import Metrics
+from rules.service import OptOutService, ProgramInfo
+
+log = logging.getLogger("optout.server")
+
+
+@dataclass(frozen=True)
+class Addresses:
+    smpp: tuple[str, int]
+    http: tuple[str, int]
+    upstream: tuple[str, int]
+    simulator_control: tuple[str, int] | None = None
+
+
+class Sidecar:
+    """One running sidecar. `await start()`, then `await stop()`."""
+
+    def __init__(self, config: Config, *, metrics: Metrics | None = None) -> None:
+        self.config = config
+        self.metrics = metrics if metrics is not None else Metrics()
+        self.service: OptOutService | None = None
+        self.sessions = Sessions()
+        self.simulator: CarrierSim | None = None
+        self.replies: ReplySender | None = None
+        self._smpp_server: asyncio.Server | None = None
+        self._http_runner: web.AppRunner | None = None
+        self.addresses: Addresses | None = None
+
+    async def start(self) -> Addresses:
+        config = self.config
+        self.service = await OptOutService.open(
+            config.store.url,
+            program=ProgramInfo(name=config.program.name, contact=config.program.contact),
+        )
+        service = self.service
+        self.metrics.unsubscribed.set_function(lambda: float(service.unsubscribed_count()))
+
+        sim_control: tuple[str, int] | None = None
+        if config.upstream.address is None:
+            # Embedded defaults: play the carrier ourselves so the demo works alone.
+            smpp_host, smpp_port = parse_hostport(config.smpp.listen, "smpp.listen")
+            self.simulator = CarrierSim(SimConfig(
+                host=smpp_host, port=smpp_port + 1 if smpp_port else 0,
+                control_host=smpp_host, control_port=smpp_port + 2 if smpp_port else 0,
+            ))
+            await self.simulator.start()
+            upstream = (smpp_host, self.simulator.port)
+            if self.simulator.control_port is not None:
+                sim_control = (smpp_host, self.simulator.control_port)
+        else:
+            upstream = parse_hostport(config.upstream.address, "upstream.address")
+
+        ctx = RelayContext(
+            config=config,
+            metrics=self.metrics,
+            enforcer=SmppEnforcer(config, service, self.metrics, self.sessions),
+            sessions=self.sessions,
+            upstream_address=upstream,
+            upstream_ssl=upstream_tls(config),
+        )
+        self.replies = ReplySender(ctx, service)
+        await self.replies.start()
+
+        host, port = parse_hostport(config.smpp.listen, "smpp.listen")
+        self._smpp_server = await start_listener(ctx, host, port, listener_tls(config))
+        smpp_addr = self._smpp_server.sockets[0].getsockname()[:2]
+
+        app = make_app(
+            service,
+            self.metrics,
+            [ApiToken(t.name, t.token, t.role) for t in config.http.tokens],  # type: ignore[arg-type]
+            upstream_ready=self.upstream_ready,
+            open_endpoints=config.http.open_endpoints,
+            max_body_bytes=config.http.max_body_bytes,
+        )
+        self._http_runner = web.AppRunner(app, access_log=None)
+        await self._http_runner.setup()
+        http_host, http_port = parse_hostport(config.http.listen, "http.listen")
+        site = web.TCPSite(self._http_runner, http_host, http_port)
+        await site.start()
+        server = site._server
+        assert isinstance(server, asyncio.Server)
+        http_addr = server.sockets[0].getsockname()[:2]
+
+        self.addresses = Addresses(smpp_addr, http_addr, upstream, sim_control)
+        logs.event(log, "started", smpp=f"{smpp_addr[0]}:{smpp_addr[1]}",
+                   http=f"{http_addr[0]}:{http_addr[1]}", upstream=f"{upstream[0]}:{upstream[1]}",
+                   simulator=self.simulator is not None)
+        return self.addresses
+
+    def upstream_ready(self) -> bool:
+        """Ready when a carrier leg is bound, or (before any sender bound) when
+        the carrier's port accepts connections as last seen by the reply sender."""
+        return self.replies is not None and self.replies.upstream_reachable
+
+    async def stop(self) -> None:
+        if self._smpp_server is not None:
+            self._smpp_server.close()
+        for session in self.sessions.all():
+            session.sender.close("sidecar stopping")
+        if self.replies is not None:
+            await self.replies.stop()
+        if self._http_runner is not None:
+            await self._http_runner.cleanup()
+        if self.simulator is not None:
+            await self.simulator.stop()
+        if self.service is not None:
+            await self.service.close()
+        logs.event(log, "stopped")
+
+
+def listener_tls(config: Config) -> ssl.SSLContext | None:
+    smpp = config.smpp
+    if not smpp.tls_cert:
+        return None
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(smpp.tls_cert, smpp.tls_key)
+    return ctx
+
+
+def upstream_tls(config: Config) -> ssl.SSLContext | None:
+    up = config.upstream
+    if not up.tls:
+        return None
+    ctx = ssl.create_default_context(cafile=up.tls_ca)
+    if not up.tls_verify:
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    return ctx

@@ -1,0 +1,99 @@
+"""Configuration: the SPEC keys parse; every mistake stops start-up with one
+clear line naming the file and the key, and exit status 2."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from gateway.cli import main
+from gateway.config import ConfigError, load_config
+
+SPEC_EXAMPLE = """
+[smpp]
+listen = "127.0.0.1:2775"
+
+[upstream]
+address = "127.0.0.1:2776"
+
+[http]
+listen = "127.0.0.1:8080"
+
+[[http.tokens]]
+name = "ops"
+token = "change-me"
+role = "admin"
+
+[store]
+url = "sqlite:///var/optout.db"
+
+[[accounts]]
+system_id = "acme"
+app_id = "1400000001"
+default_sms_type = "marketing"
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "sidecar.toml"
+    path.write_text(text)
+    return path
+
+
+def test_spec_example_parses(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, SPEC_EXAMPLE))
+    assert config.smpp.listen == "127.0.0.1:2775"
+    assert config.upstream.address == "127.0.0.1:2776"
+    assert config.http.tokens[0].name == "ops" and config.http.tokens[0].role == "admin"
+    assert config.store.url == "sqlite:///var/optout.db"
+    acct = config.account("acme")
+    assert acct is not None and acct.app_id == "1400000001"
+    assert config.smpp.blocked_status == 0x45  # permanent by default
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("[smpp]\nlisten = 2775\n", "smpp.listen must be a string"),
+        ("[smpp]\nlisen = '127.0.0.1:1'\n", "unknown key smpp.lisen"),
+        ("[bogus]\nx = 1\n", "unknown key 'bogus'"),
+        ("[smpp]\nlisten = '127.0.0.1'\n", "smpp.listen: expected HOST:PORT"),
+        ("[smpp]\nwindow = 0\n", "smpp.window must be between"),
+        ("[smpp]\nblocked_status = 0x58\n", "smpp.blocked_status must be a permanent"),
+        ("[smpp]\nblocked_mode = 'drop'\n", "smpp.blocked_mode"),
+        ("[[http.tokens]]\nname = 'x'\ntoken = 'abcdefgh'\nrole = 'root'\n",
+         "http.tokens[0].role"),
+        ("[[accounts]]\napp_id = '1'\n", "accounts[0].system_id is required"),
+        ("[[accounts]]\nsystem_id = 'a'\napp_id = '1'\ndefault_sms_type = 'spam'\n",
+         "accounts[0].default_sms_type"),
+        ("[store]\nurl = 'postgres://x'\n", "store.url must be a sqlite:// URL"),
+        ("[smpp\n", "invalid TOML"),
+    ],
+)
+def test_bad_config_names_file_and_key(tmp_path: Path, text: str, expected: str) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert str(path) in str(info.value)
+    assert expected in str(info.value)
+
+
+def test_cli_exits_2_with_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = write(tmp_path, "[smpp]\nwindow = 'big'\n")
+    assert main(["run", "--config", str(path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1
+    assert str(path) in err[0] and "smpp.window" in err[0]
+
+
+def test_console_script_missing_file_no_traceback(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "gateway.cli", "run", "--config", str(tmp_path / "nope.toml")],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    assert "nope.toml" in proc.stderr and "cannot read" in proc.stderr
