@@ -183,7 +183,7 @@ class SmppEnforcer:
         concat = concat_info(pdu.get_bytes("short_message"), bool(esm_class & ESM_UDHI), pdu.tlvs)
         if concat is None:
             return not self._decide(app_id, sms_type, destination).allowed
-        key = (session.system_id, pdu.get_bytes("source_addr"), destination, concat.reference,
+        key = (session.system_id, pdu.get_bytes("source_addr"), destination, concat.ref,
                concat.total)
         now = time.monotonic()
         earlier = self.concat.get(key, now)
@@ -312,7 +312,8 @@ def _carrier_ids(pdu: Pdu, system_id: str) -> str:
     receipted = pdu.get_tlv(_RECEIPTED_MESSAGE_ID)
     parts = [f"system_id={system_id}", f"seq={pdu.sequence_number}"]
     if receipted:
-        parts.append(f"message_id={receipted.rstrip(b'\x00').decode('latin-1')}")
+        message_id = receipted.rstrip(b"\x00").decode("latin-1")
+        parts.append(f"message_id={message_id}")
     return " ".join(parts)
 
 

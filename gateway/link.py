@@ -37,6 +37,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
+from prometheus_client import Counter
+
 from gateway import logs
 from gateway.smpp.constants import RESPONSE_BIT, Command, CommandStatus
 from gateway.smpp.errors import FramingError
@@ -111,11 +113,9 @@ class Link(asyncio.Protocol):
         self._timer: asyncio.TimerHandle | None = None
         self._is_closed = False
         self._close_reason = ""
-        side = settings.side
-        self._count_in = {c: metrics.pdus.labels(side, "in", n) for c, n in _COMMAND_NAMES.items()}
-        self._count_out = {c: metrics.pdus.labels(side, "out", n) for c, n in _COMMAND_NAMES.items()}
-        self._count_in_unknown = metrics.pdus.labels(side, "in", "unknown")
-        self._count_out_unknown = metrics.pdus.labels(side, "out", "unknown")
+        # Counter children by command id, made on first use (labels() is slow
+        # for the hot path, and unused commands should not show as zero series).
+        self._count: dict[tuple[str, int], Counter] = {}
 
     # --- asyncio.Protocol ---------------------------------------------------
 
@@ -234,8 +234,16 @@ class Link(asyncio.Protocol):
         if self._is_closed or self.transport is None:
             return
         self.transport.write(raw)
-        counter = self._count_out.get(command_id)
-        (counter if counter is not None else self._count_out_unknown).inc()
+        self._counter("out", command_id).inc()
+
+    def _counter(self, direction: str, command_id: int) -> Counter:
+        counter = self._count.get((direction, command_id))
+        if counter is None:
+            counter = self.metrics.pdus.labels(self.settings.side, direction,
+                                               command_name(command_id))
+            if len(self._count) < 64:  # unknown ids from a peer must not grow this
+                self._count[(direction, command_id)] = counter
+        return counter
 
     def _process(self) -> None:
         """Deliver buffered frames until none is left or we must hold."""
@@ -248,8 +256,7 @@ class Link(asyncio.Protocol):
             if raw is None:
                 break
             header = parse_header(raw)
-            counter = self._count_in.get(header.command_id)
-            (counter if counter is not None else self._count_in_unknown).inc()
+            self._counter("in", header.command_id).inc()
             if header.command_id & RESPONSE_BIT:
                 self._on_response(header, raw)
             elif header.command_id == Command.ENQUIRE_LINK:

@@ -23,6 +23,7 @@ room; otherwise the source leg holds (stops reading) until it has.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import ssl
 from collections.abc import Callable
@@ -422,10 +423,8 @@ class ProxySession:
             fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             other.send_request(encode_simple(Command.UNBIND, 0, 0),
                                lambda h, r: fut.done() or fut.set_result(None))
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(fut, self.ctx.config.smpp.response_timeout)
-            except TimeoutError:
-                pass
         link.answer(header, CommandStatus.ESME_ROK)
         self._close("unbind")
 
