@@ -1,0 +1,399 @@
+"""The route table: every operation of the HTTP server, declared once.
+
+`make_app` registers these operations and `openapi.build_document`
+describes them, so the router and the published document list the same
+routes with the same bodies, query parameters and responses.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Literal
+
+from aiohttp import web
+
+from gateway.http import (
+    routes_addresses as addr,
+)
+from gateway.http import (
+    routes_ops as ops,
+)
+from gateway.http import (
+    routes_subscribers as subs,
+)
+from gateway.http import (
+    routes_system as system,
+)
+from gateway.http import (
+    schemas,
+)
+from gateway.http.validation import Body, Query
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+#: Who may call an operation:
+#: "public" - anyone (console files, the OpenAPI document);
+#: "probe" - anyone when `open_endpoints` is on, else any valid token;
+#: "read" - any valid token; "write" - admin tokens only.
+Access = Literal["public", "probe", "read", "write"]
+
+
+@dataclass(frozen=True)
+class Operation:
+    method: str
+    path: str
+    handler: Handler
+    operation_id: str
+    summary: str
+    tag: str
+    access: Access
+    ok_status: int = 200
+    ok_schema: str | None = None  # component name of the JSON success body
+    ok_media: str = "application/json"
+    body: Body | None = None
+    query: Query = schemas.NO_QUERY
+    errors: tuple[int, ...] = ()  # besides 400/401/403/413 that follow from access/body
+    description: str = ""
+
+
+API = "/api/v1"
+_ADDR = f"{API}/inbound-addresses/{{address}}"
+
+_A = "Inbound addresses"
+_R = "Blocking rules"
+_U = "Unsubscribed users"
+_H = "History"
+_O = "Operations"
+_S = "System"
+
+OPERATIONS: tuple[Operation, ...] = (
+    # --- inbound addresses ---
+    Operation(
+        "GET",
+        f"{API}/inbound-addresses",
+        addr.list_addresses,
+        "listInboundAddresses",
+        "List inbound addresses with their keywords and rules",
+        _A,
+        "read",
+        ok_schema="InboundAddressList",
+    ),
+    Operation(
+        "POST",
+        f"{API}/inbound-addresses",
+        addr.create_address,
+        "createInboundAddress",
+        "Add an inbound address",
+        _A,
+        "write",
+        201,
+        "InboundAddress",
+        body=schemas.ADDRESS_CREATE,
+        errors=(409, 422),
+        description="409 if it exists; 422 if not a US/Canada number or short code.",
+    ),
+    Operation(
+        "GET",
+        _ADDR,
+        addr.get_address,
+        "getInboundAddress",
+        "One inbound address with its keywords, replies, default rule and rules",
+        _A,
+        "read",
+        ok_schema="InboundAddress",
+        errors=(404,),
+    ),
+    Operation(
+        "PATCH",
+        _ADDR,
+        addr.update_address,
+        "updateInboundAddress",
+        "Edit an inbound address's description",
+        _A,
+        "write",
+        ok_schema="InboundAddress",
+        body=schemas.ADDRESS_UPDATE,
+        errors=(404, 422),
+    ),
+    Operation(
+        "DELETE",
+        _ADDR,
+        addr.delete_address,
+        "deleteInboundAddress",
+        "Delete an inbound address (its history records are kept)",
+        _A,
+        "write",
+        204,
+        errors=(404,),
+    ),
+    Operation(
+        "GET",
+        f"{_ADDR}/keywords",
+        addr.get_keywords,
+        "getKeywords",
+        "Keywords of an inbound address",
+        _A,
+        "read",
+        ok_schema="Keywords",
+        errors=(404,),
+    ),
+    Operation(
+        "PUT",
+        f"{_ADDR}/keywords",
+        addr.put_keywords,
+        "putKeywords",
+        "Replace the keywords of an inbound address",
+        _A,
+        "write",
+        ok_schema="Keywords",
+        body=schemas.KEYWORDS_PUT,
+        errors=(404, 422),
+        description="An omitted `match` keeps the current match mode.",
+    ),
+    Operation(
+        "GET",
+        f"{_ADDR}/replies",
+        addr.get_replies,
+        "getReplies",
+        "Auto-reply texts of an inbound address",
+        _A,
+        "read",
+        ok_schema="Replies",
+        errors=(404,),
+    ),
+    Operation(
+        "PUT",
+        f"{_ADDR}/replies",
+        addr.put_replies,
+        "putReplies",
+        "Replace the auto-reply texts (null switches one off)",
+        _A,
+        "write",
+        ok_schema="Replies",
+        body=schemas.REPLIES_PUT,
+        errors=(404, 422),
+    ),
+    # --- rules ---
+    Operation(
+        "GET",
+        f"{_ADDR}/blocking-rules",
+        addr.list_rules,
+        "listBlockingRules",
+        "Blocking rules of an inbound address",
+        _R,
+        "read",
+        ok_schema="BlockingRuleList",
+        errors=(404,),
+    ),
+    Operation(
+        "POST",
+        f"{_ADDR}/blocking-rules",
+        addr.create_rule,
+        "createBlockingRule",
+        "Add a blocking rule for an application",
+        _R,
+        "write",
+        201,
+        "BlockingRule",
+        body=schemas.RULE_CREATE,
+        errors=(404, 409, 422),
+        description="409 if the application already has a rule at this address.",
+    ),
+    Operation(
+        "PUT",
+        f"{_ADDR}/blocking-rules/{{app_id}}",
+        addr.replace_rule,
+        "replaceBlockingRule",
+        "Replace the SMS types an application's rule blocks",
+        _R,
+        "write",
+        ok_schema="BlockingRule",
+        body=schemas.RULE_PUT,
+        errors=(404, 422),
+    ),
+    Operation(
+        "DELETE",
+        f"{_ADDR}/blocking-rules/{{app_id}}",
+        addr.delete_rule,
+        "deleteBlockingRule",
+        "Delete an application's rule (the default rule applies again)",
+        _R,
+        "write",
+        204,
+        errors=(404, 422),
+    ),
+    Operation(
+        "GET",
+        f"{_ADDR}/default-rule",
+        addr.get_default_rule,
+        "getDefaultRule",
+        "The rule for applications without their own rule",
+        _R,
+        "read",
+        ok_schema="DefaultRule",
+        errors=(404,),
+    ),
+    Operation(
+        "PUT",
+        f"{_ADDR}/default-rule",
+        addr.put_default_rule,
+        "putDefaultRule",
+        "Replace the default rule",
+        _R,
+        "write",
+        ok_schema="DefaultRule",
+        body=schemas.DEFAULT_RULE_PUT,
+        errors=(404, 422),
+    ),
+    # --- unsubscribed users ---
+    Operation(
+        "GET",
+        f"{API}/unsubscribed",
+        subs.list_unsubscribed,
+        "listUnsubscribed",
+        "Unsubscribed users, searchable by number and address, paged",
+        _U,
+        "read",
+        ok_schema="UnsubscribedPage",
+        query=schemas.UNSUBSCRIBED_QUERY,
+    ),
+    Operation(
+        "POST",
+        f"{API}/unsubscribed",
+        subs.add_unsubscribed,
+        "addUnsubscribed",
+        "Unsubscribe a number at an inbound address by hand (recorded)",
+        _U,
+        "write",
+        201,
+        "Record",
+        body=schemas.UNSUBSCRIBE,
+        errors=(404, 422),
+        description="Source `console` when the request carries "
+        "`X-Optout-Client: console`, else `api`.",
+    ),
+    Operation(
+        "DELETE",
+        f"{API}/unsubscribed/{{inbound_address}}/{{phone_number}}",
+        subs.remove_unsubscribed,
+        "removeUnsubscribed",
+        "Re-subscribe a number at an inbound address (recorded)",
+        _U,
+        "write",
+        ok_schema="Record",
+        errors=(404,),
+    ),
+    # --- history ---
+    Operation(
+        "GET",
+        f"{API}/records",
+        subs.list_records,
+        "listRecords",
+        "Opt-out / opt-in history, newest first; format=csv streams every match",
+        _H,
+        "read",
+        ok_schema="RecordPage",
+        query=schemas.RECORDS_QUERY,
+    ),
+    # --- operations ---
+    Operation(
+        "POST",
+        f"{API}/check",
+        ops.check,
+        "check",
+        "May this application send this SMS type to this number?",
+        _O,
+        "read",
+        ok_schema="Decision",
+        body=schemas.CHECK,
+        errors=(422,),
+        description="The same decision the SMPP relay makes. Viewer tokens may call "
+        "it (it changes nothing).",
+    ),
+    Operation(
+        "POST",
+        f"{API}/mo",
+        ops.mo,
+        "mo",
+        "Deliver an MO over HTTP; handled like an SMPP MO",
+        _O,
+        "write",
+        ok_schema="MoResult",
+        body=schemas.MO,
+        errors=(422,),
+    ),
+    Operation(
+        "GET",
+        f"{API}/whoami",
+        ops.whoami,
+        "whoami",
+        "The calling token's name and role",
+        _O,
+        "read",
+        ok_schema="WhoAmI",
+    ),
+    # --- system ---
+    Operation(
+        "GET",
+        f"{API}/openapi.json",
+        system.openapi_document,
+        "openapi",
+        "This OpenAPI document",
+        _S,
+        "public",
+    ),
+    Operation(
+        "GET",
+        "/metrics",
+        system.prometheus_metrics,
+        "metrics",
+        "Prometheus metrics (text exposition format)",
+        _S,
+        "probe",
+        ok_media="text/plain",
+    ),
+    Operation(
+        "GET",
+        "/healthz",
+        system.healthz,
+        "healthz",
+        "Liveness: the process runs",
+        _S,
+        "probe",
+        ok_schema="Health",
+    ),
+    Operation(
+        "GET",
+        "/readyz",
+        system.readyz,
+        "readyz",
+        "Readiness: the store and the upstream carrier are reachable",
+        _S,
+        "probe",
+        ok_schema="Readiness",
+        errors=(503,),
+        description="503 with `store`/`upstream` telling which one is not ready.",
+    ),
+    Operation(
+        "GET",
+        "/",
+        system.console_index,
+        "console",
+        "The web console",
+        _S,
+        "public",
+        ok_media="text/html",
+    ),
+    Operation(
+        "GET",
+        "/static/{name}",
+        system.console_static,
+        "consoleFile",
+        "A file of the web console",
+        _S,
+        "public",
+        ok_media="application/octet-stream",
+        errors=(404,),
+    ),
+)

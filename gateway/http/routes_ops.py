@@ -1,0 +1,57 @@
+"""Handlers for the operational calls: `POST /check` (the send-time
+decision for HTTP senders), `POST /mo` (an MO delivered over HTTP) and
+`GET /whoami` (who the token is, for the console).
+
+Both `check` and `mo` go through the same service calls the SMPP relay
+makes (`decide`, `handle_mo`), after the same number normalisation.
+"""
+
+from __future__ import annotations
+
+import time
+
+from aiohttp import web
+
+from gateway.http import schemas, views
+from gateway.http.auth import principal
+from gateway.http.context import LABELS_KEY, body, metrics, service
+from rules import numbers
+from rules.model import SmsType
+
+
+async def check(request: web.Request) -> web.Response:
+    data = await body(request, schemas.CHECK)
+    number = numbers.normalize(data["phone_number"])
+    sms_type = SmsType(data["sms_type"])
+    app_id: str = data["app_id"]
+    started = time.perf_counter()
+    decision = service(request).decide(app_id, sms_type, number)
+    m = metrics(request)
+    m.decision_seconds.observe(time.perf_counter() - started)
+    label = request.app[LABELS_KEY].admit(app_id)
+    if decision.in_scope:
+        verdict = "allowed" if decision.allowed else "blocked"
+        m.submit.labels(app_id=label, sms_type=sms_type.value, decision=verdict).inc()
+    else:
+        m.submit_out_of_scope.labels(app_id=label).inc()
+    return web.json_response(views.decision(decision))
+
+
+async def mo(request: web.Request) -> web.Response:
+    data = await body(request, schemas.MO)
+    to = numbers.normalize(data["to"])
+    sender = numbers.normalize(data["from"])
+    svc = service(request)
+    outcome = await svc.handle_mo(to, sender, data["text"])
+    m = metrics(request)
+    # Only addresses the store knows become label values (bounded by config).
+    m.mo.labels(
+        inbound_address=to if outcome.handled else "unknown", action=outcome.action.value
+    ).inc()
+    m.unsubscribed.set(svc.unsubscribed_count())
+    return web.json_response(views.mo_outcome(outcome))
+
+
+async def whoami(request: web.Request) -> web.Response:
+    who = principal(request)
+    return web.json_response({"name": who.name, "role": who.role})

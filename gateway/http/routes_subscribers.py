@@ -1,0 +1,174 @@
+"""Handlers for unsubscribed users and the opt-out / opt-in history,
+including the streamed CSV export of records."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable
+from typing import Any, TypeVar
+
+from aiohttp import web
+
+from gateway.http import schemas, views
+from gateway.http.context import (
+    actor,
+    body,
+    change_source,
+    metrics,
+    path_number,
+    query,
+    service,
+)
+from gateway.http.errors import bad_request
+from gateway.http.validation import parse_time
+from rules import numbers
+from rules.model import InvalidNumber, InvalidValue, Record
+
+T = TypeVar("T")
+
+log = logging.getLogger("gateway.http")
+
+# CSV is written to the socket in chunks of about this size: large enough
+# to be efficient, small enough that an export of millions of records never
+# sits in memory.
+_CSV_CHUNK = 64 * 1024
+
+
+def _filter_number(params: dict[str, Any], name: str) -> str | None:
+    """A number used as a filter, normalised; 400 if it is not a number."""
+    raw = params.get(name)
+    if raw is None:
+        return None
+    try:
+        return numbers.normalize(raw)
+    except InvalidNumber as exc:
+        raise bad_request(f"Query parameter '{name}': {exc}", "bad_query") from None
+
+
+async def _page(call: Awaitable[T], cursor: str | None) -> T:
+    """Await a paged listing; a cursor the store refuses is the client's 400."""
+    try:
+        return await call
+    except InvalidValue as exc:
+        if cursor is None:
+            raise
+        raise bad_request(f"Invalid cursor: {exc}", "bad_cursor") from None
+
+
+def _refresh_gauge(request: web.Request) -> None:
+    metrics(request).unsubscribed.set(service(request).unsubscribed_count())
+
+
+async def list_unsubscribed(request: web.Request) -> web.Response:
+    params = query(request)
+    cursor = params.get("cursor")
+    items, next_cursor = await _page(
+        service(request).list_unsubscribed(
+            inbound_address=_filter_number(params, "inbound_address"),
+            phone_number=_filter_number(params, "phone_number"),
+            limit=params.get("limit", 100),
+            cursor=cursor,
+        ),
+        cursor,
+    )
+    return web.json_response(
+        {"items": [views.unsubscription(u) for u in items], "next_cursor": next_cursor}
+    )
+
+
+async def add_unsubscribed(request: web.Request) -> web.Response:
+    data = await body(request, schemas.UNSUBSCRIBE)
+    phone = numbers.require_in_scope(data["phone_number"])
+    address = numbers.require_in_scope(data["inbound_address"])
+    record = await service(request).unsubscribe(
+        phone,
+        address,
+        source=change_source(request),
+        actor=actor(request),
+        reason=data.get("reason", ""),
+    )
+    _refresh_gauge(request)
+    return web.json_response(views.record(record), status=201)
+
+
+async def remove_unsubscribed(request: web.Request) -> web.Response:
+    address = path_number(request, "inbound_address")
+    phone = path_number(request, "phone_number", "unsubscribed number")
+    record = await service(request).resubscribe(
+        phone, address, source=change_source(request), actor=actor(request)
+    )
+    _refresh_gauge(request)
+    return web.json_response(views.record(record))
+
+
+def _record_filters(params: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "phone_number": _filter_number(params, "phone_number"),
+        "inbound_address": _filter_number(params, "inbound_address"),
+        "since": parse_time("since", params["since"]) if "since" in params else None,
+        "until": parse_time("until", params["until"]) if "until" in params else None,
+    }
+
+
+async def list_records(request: web.Request) -> web.StreamResponse:
+    params = query(request)
+    filters = _record_filters(params)
+    if params.get("format") == "csv":
+        return await _records_csv(request, filters)
+    cursor = params.get("cursor")
+    items, next_cursor = await _page(
+        service(request).list_records(**filters, limit=params.get("limit", 100), cursor=cursor),
+        cursor,
+    )
+    return web.json_response(
+        {"items": [views.record(r) for r in items], "next_cursor": next_cursor}
+    )
+
+
+async def _records_csv(request: web.Request, filters: dict[str, Any]) -> web.StreamResponse:
+    """Stream every matching record as CSV, oldest first, in bounded chunks.
+
+    The first record is read before the response starts, so a store that is
+    down still gets a proper JSON 503 instead of a truncated download.
+    """
+    records: AsyncIterator[Record] = service(request).iter_records(**filters)
+    first = await anext(records, None)
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    response = web.StreamResponse(
+        headers={
+            "Content-Type": "text/csv; charset=utf-8",
+            "Content-Disposition": f'attachment; filename="optout-records-{stamp}.csv"',
+            "Cache-Control": "no-store",
+        }
+    )
+    response.enable_chunked_encoding()
+    await response.prepare(request)
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\r\n")
+    writer.writerow(views.RECORD_CSV_COLUMNS)
+    try:
+        if first is not None:
+            writer.writerow(views.record_csv_row(first))
+            async for record in records:
+                writer.writerow(views.record_csv_row(record))
+                if buffer.tell() >= _CSV_CHUNK:
+                    await response.write(buffer.getvalue().encode("utf-8"))
+                    buffer.seek(0)
+                    buffer.truncate()
+        await response.write(buffer.getvalue().encode("utf-8"))
+    except (ConnectionResetError, asyncio.CancelledError):
+        raise  # the client went away
+    except Exception:
+        # Headers are gone, so no error response is possible. Cutting the
+        # connection without the final chunk tells the client the download
+        # is incomplete instead of handing it a silently truncated file.
+        log.exception("CSV export failed mid-stream")
+        if request.transport is not None:
+            request.transport.close()
+        return response
+    await response.write_eof()
+    return response

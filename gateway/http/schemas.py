@@ -1,0 +1,301 @@
+"""Every request and response shape of the HTTP API, declared once.
+
+Request bodies and query strings are `validation.Body` / `validation.Query`
+objects: the handlers validate with them and the OpenAPI document publishes
+them. Response shapes are JSON Schema dicts in `RESPONSES`; `views.py`
+builds the matching JSON and the OpenAPI test checks live responses
+against these schemas.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gateway.http.validation import Body, Field, Param, Query
+from rules.model import Action, MatchMode, SmsType, Source, Status
+
+# --- shared fragments -----------------------------------------------------------
+
+SMS_TYPE_VALUES = [t.value for t in SmsType]
+
+ADDRESS: dict[str, Any] = {
+    "type": "string",
+    "minLength": 1,
+    "maxLength": 32,
+    "examples": ["+14155550100", "14155550100", "55555"],
+}
+PHONE: dict[str, Any] = {
+    "type": "string",
+    "minLength": 1,
+    "maxLength": 32,
+    "examples": ["+14155550199", "(415) 555-0199"],
+}
+APP_ID: dict[str, Any] = {
+    "type": "string",
+    "minLength": 1,
+    "maxLength": 64,
+    "examples": ["1400000001"],
+}
+SMS_TYPE: dict[str, Any] = {"type": "string", "enum": SMS_TYPE_VALUES}
+SMS_TYPES: dict[str, Any] = {"type": "array", "items": SMS_TYPE, "maxItems": 16}
+KEYWORD_LIST: dict[str, Any] = {
+    "type": "array",
+    "items": {"type": "string", "minLength": 1, "maxLength": 64},
+    "maxItems": 100,
+}
+REPLY_TEXT: dict[str, Any] = {
+    "type": ["string", "null"],
+    "minLength": 1,
+    "maxLength": 1600,
+    "description": "Reply text; null switches this reply off.",
+}
+DESCRIPTION: dict[str, Any] = {"type": "string", "maxLength": 500}
+REASON: dict[str, Any] = {"type": "string", "maxLength": 500}
+CURSOR: dict[str, Any] = {"type": "string", "maxLength": 512}
+LIMIT: dict[str, Any] = {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100}
+TIME_FILTER: dict[str, Any] = {
+    "type": "string",
+    "maxLength": 64,
+    "description": "ISO-8601 (UTC when no offset) or unix seconds.",
+    "examples": ["2025-04-11T00:00:00Z", "1744329600"],
+}
+
+# --- request bodies ------------------------------------------------------------
+
+ADDRESS_CREATE = Body(
+    "InboundAddressCreate",
+    (
+        Field("address", ADDRESS, description="E.164 number (with or without '+') or short code."),
+        Field("description", DESCRIPTION, required=False),
+    ),
+)
+ADDRESS_UPDATE = Body("InboundAddressUpdate", (Field("description", DESCRIPTION),))
+KEYWORDS_PUT = Body(
+    "KeywordsUpdate",
+    (
+        Field("opt_out", KEYWORD_LIST),
+        Field("opt_in", KEYWORD_LIST),
+        Field("help", KEYWORD_LIST),
+        Field(
+            "match",
+            {"type": "string", "enum": [m.value for m in MatchMode]},
+            required=False,
+            description="'leading': a message starting with an opt-out keyword opts out; "
+            "'exact': only the whole message.",
+        ),
+    ),
+)
+REPLIES_PUT = Body(
+    "RepliesUpdate",
+    (Field("opt_out", REPLY_TEXT), Field("opt_in", REPLY_TEXT), Field("help", REPLY_TEXT)),
+)
+RULE_CREATE = Body("BlockingRuleCreate", (Field("app_id", APP_ID), Field("sms_types", SMS_TYPES)))
+RULE_PUT = Body("BlockingRuleUpdate", (Field("sms_types", SMS_TYPES),))
+DEFAULT_RULE_PUT = Body("DefaultRuleUpdate", (Field("sms_types", SMS_TYPES),))
+UNSUBSCRIBE = Body(
+    "UnsubscribeRequest",
+    (
+        Field("phone_number", PHONE),
+        Field("inbound_address", ADDRESS),
+        Field("reason", REASON, required=False),
+    ),
+)
+CHECK = Body(
+    "CheckRequest",
+    (Field("app_id", APP_ID), Field("sms_type", SMS_TYPE), Field("phone_number", PHONE)),
+)
+MO = Body(
+    "MoRequest",
+    (
+        Field("from", PHONE, description="The end user who sent the MO."),
+        Field("to", ADDRESS, description="The inbound address that received it."),
+        Field("text", {"type": "string", "maxLength": 2000}),
+    ),
+)
+
+REQUEST_BODIES: tuple[Body, ...] = (
+    ADDRESS_CREATE,
+    ADDRESS_UPDATE,
+    KEYWORDS_PUT,
+    REPLIES_PUT,
+    RULE_CREATE,
+    RULE_PUT,
+    DEFAULT_RULE_PUT,
+    UNSUBSCRIBE,
+    CHECK,
+    MO,
+)
+
+# --- query strings ----------------------------------------------------------------
+
+NO_QUERY = Query(())
+UNSUBSCRIBED_QUERY = Query(
+    (
+        Param("inbound_address", ADDRESS, "Only this inbound address."),
+        Param("phone_number", PHONE, "Only this subscriber."),
+        Param("limit", LIMIT, "Page size (1-1000)."),
+        Param("cursor", CURSOR, "next_cursor of the previous page."),
+    )
+)
+RECORDS_QUERY = Query(
+    (
+        Param("phone_number", PHONE, "Only this subscriber."),
+        Param("inbound_address", ADDRESS, "Only this inbound address."),
+        Param("since", TIME_FILTER, "Records at or after this time."),
+        Param("until", TIME_FILTER, "Records before this time."),
+        Param("limit", LIMIT, "Page size (1-1000); ignored with format=csv."),
+        Param("cursor", CURSOR, "next_cursor of the previous page."),
+        Param(
+            "format",
+            {"type": "string", "enum": ["json", "csv"], "default": "json"},
+            "csv streams every matching record as a CSV download.",
+        ),
+    )
+)
+
+# --- responses ----------------------------------------------------------------------
+
+_TIME = {"type": "string", "format": "date-time", "description": "ISO-8601 UTC."}
+_STRINGS = {"type": "array", "items": {"type": "string"}}
+_SMS_TYPES_OUT = {"type": "array", "items": SMS_TYPE}
+
+
+def _obj(props: dict[str, Any], required: list[str] | None = None) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "properties": props,
+        "required": list(props) if required is None else required,
+        "additionalProperties": False,
+    }
+
+
+def ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+RESPONSES: dict[str, dict[str, Any]] = {
+    "Error": _obj(
+        {
+            "error": _obj(
+                {
+                    "code": {"type": "string", "description": "Stable machine-readable code."},
+                    "message": {"type": "string", "description": "For a person."},
+                }
+            )
+        }
+    ),
+    "Keywords": _obj(
+        {
+            "opt_out": _STRINGS,
+            "opt_in": _STRINGS,
+            "help": _STRINGS,
+            "match": {"type": "string", "enum": [m.value for m in MatchMode]},
+        }
+    ),
+    "Replies": _obj(
+        {
+            "opt_out": {"type": ["string", "null"]},
+            "opt_in": {"type": ["string", "null"]},
+            "help": {"type": ["string", "null"]},
+        }
+    ),
+    "BlockingRule": _obj(
+        {
+            "inbound_address": {"type": "string"},
+            "app_id": {"type": "string"},
+            "sms_types": _SMS_TYPES_OUT,
+        }
+    ),
+    "BlockingRuleList": _obj({"items": {"type": "array", "items": ref("BlockingRule")}}),
+    "DefaultRule": _obj({"sms_types": _SMS_TYPES_OUT}),
+    "InboundAddress": _obj(
+        {
+            "address": {"type": "string"},
+            "description": {"type": "string"},
+            "created_at": _TIME,
+            "keywords": ref("Keywords"),
+            "replies": ref("Replies"),
+            "default_rule": ref("DefaultRule"),
+            "rules": {"type": "array", "items": ref("BlockingRule")},
+        }
+    ),
+    "InboundAddressList": _obj({"items": {"type": "array", "items": ref("InboundAddress")}}),
+    "Unsubscription": _obj(
+        {
+            "phone_number": {"type": "string"},
+            "inbound_address": {"type": "string"},
+            "since": _TIME,
+            "source": {"type": "string", "enum": [s.value for s in Source]},
+        }
+    ),
+    "UnsubscribedPage": _obj(
+        {
+            "items": {"type": "array", "items": ref("Unsubscription")},
+            "next_cursor": {"type": ["string", "null"]},
+        }
+    ),
+    "Record": _obj(
+        {
+            "id": {"type": "integer"},
+            "phone_number": {"type": "string"},
+            "inbound_address": {"type": "string"},
+            "status": {"type": "string", "enum": [s.value for s in Status]},
+            "source": {"type": "string", "enum": [s.value for s in Source]},
+            "at": _TIME,
+            "reason": {"type": "string"},
+            "actor": {"type": ["string", "null"]},
+            "raw_text": {"type": ["string", "null"]},
+            "keyword": {"type": ["string", "null"]},
+            "carrier_ids": {"type": ["string", "null"]},
+            "reply_sent": {"type": "boolean"},
+        }
+    ),
+    "RecordPage": _obj(
+        {
+            "items": {"type": "array", "items": ref("Record")},
+            "next_cursor": {"type": ["string", "null"]},
+        }
+    ),
+    "BlockedBy": _obj(
+        {
+            "inbound_address": {"type": "string"},
+            "rule": {
+                "type": "string",
+                "description": "The app_id whose rule matched, or 'default'.",
+            },
+            "sms_types": _SMS_TYPES_OUT,
+        }
+    ),
+    "Decision": _obj(
+        {
+            "allowed": {"type": "boolean"},
+            "in_scope": {
+                "type": "boolean",
+                "description": "False outside US/Canada opt-out handling (always allowed).",
+            },
+            "blocked_by": {"type": "array", "items": ref("BlockedBy")},
+        }
+    ),
+    "MoResult": _obj(
+        {
+            "action": {"type": "string", "enum": [a.value for a in Action]},
+            "keyword": {"type": ["string", "null"]},
+            "handled": {
+                "type": "boolean",
+                "description": "False: unknown inbound address, or sender out of scope.",
+            },
+            "reply": {"type": ["string", "null"], "description": "The auto-reply queued, if any."},
+        }
+    ),
+    "WhoAmI": _obj(
+        {"name": {"type": "string"}, "role": {"type": "string", "enum": ["admin", "viewer"]}}
+    ),
+    "Health": _obj({"status": {"type": "string", "enum": ["ok"]}}),
+    "Readiness": _obj(
+        {
+            "status": {"type": "string", "enum": ["ready", "not_ready"]},
+            "store": {"type": "boolean"},
+            "upstream": {"type": "boolean"},
+        }
+    ),
+}
