@@ -1,0 +1,202 @@
+"""Splitting a TCP byte stream into SMPP PDUs, and the 16-byte header.
+
+An SMPP PDU starts with a 4-byte big-endian command_length that counts the
+whole PDU, header included (SMPP 3.4 section 3.2). That is the only framing
+there is, so a command_length we cannot trust (below 16, or larger than we are
+willing to buffer) leaves no way to find the next PDU: :class:`FrameReader`
+raises :class:`FramingError` and stays failed.
+
+No I/O here: the asyncio side feeds bytes in and takes whole PDUs out. The
+relay calls this tens of thousands of times a second, so the reader keeps one
+``bytearray`` and a read offset instead of re-slicing the buffer per PDU.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import NamedTuple
+
+from .constants import HEADER_LENGTH, MAX_SEQUENCE, CommandStatus
+from .errors import FramingError
+
+_HEADER = struct.Struct(">IIII")
+_U32 = struct.Struct(">I")
+
+#: Default cap on one PDU (64 KiB). A 3.4 message_payload TLV can in theory be
+#: longer, but no carrier sends that; raise it per listener if one does.
+DEFAULT_MAX_LENGTH = 65536
+
+
+class Header(NamedTuple):
+    """The fixed SMPP header (SMPP 3.4 section 3.2)."""
+
+    length: int
+    command_id: int
+    command_status: int
+    sequence_number: int
+
+
+def parse_header(raw: bytes | bytearray | memoryview) -> Header:
+    """Read the 16-byte header at the start of ``raw``.
+
+    Raises :class:`FramingError` if fewer than 16 bytes are given or
+    command_length is below 16.
+    """
+    if len(raw) < HEADER_LENGTH:
+        raise FramingError(f"PDU shorter than the {HEADER_LENGTH}-byte header ({len(raw)} bytes)")
+    header = Header(*_HEADER.unpack_from(raw, 0))
+    if header.length < HEADER_LENGTH:
+        raise FramingError(f"command_length {header.length} is below the header size")
+    return header
+
+
+def make_header(length: int, command_id: int, command_status: int, sequence_number: int) -> bytes:
+    """Pack a header. ``length`` counts the whole PDU, header included."""
+    return _HEADER.pack(length, command_id, command_status, sequence_number)
+
+
+def encode_simple(
+    command_id: int, command_status: int, sequence_number: int, body: bytes = b""
+) -> bytes:
+    """A whole PDU from a header and an already-encoded body.
+
+    For bodiless PDUs (enquire_link, unbind, generic_nack, their resps) the
+    relay uses this instead of the table-driven encoder.
+    """
+    header = _HEADER.pack(HEADER_LENGTH + len(body), command_id, command_status, sequence_number)
+    return header + body
+
+
+def with_sequence(raw: bytes, sequence_number: int) -> bytes:
+    """``raw`` with only its sequence_number (bytes 12..16) replaced.
+
+    The relay renumbers PDUs per leg without decoding their bodies, which is
+    what keeps unknown TLVs and unknown commands intact byte for byte.
+    """
+    if len(raw) < HEADER_LENGTH:
+        raise FramingError(f"PDU shorter than the {HEADER_LENGTH}-byte header ({len(raw)} bytes)")
+    return raw[:12] + _U32.pack(sequence_number) + raw[16:]
+
+
+def sequence_of(raw: bytes) -> int:
+    """The sequence_number of a whole PDU, without parsing anything else."""
+    if len(raw) < HEADER_LENGTH:
+        raise FramingError(f"PDU shorter than the {HEADER_LENGTH}-byte header ({len(raw)} bytes)")
+    return int(_U32.unpack_from(raw, 12)[0])
+
+
+def command_id_of(raw: bytes) -> int:
+    """The command_id of a whole PDU, without parsing anything else."""
+    if len(raw) < HEADER_LENGTH:
+        raise FramingError(f"PDU shorter than the {HEADER_LENGTH}-byte header ({len(raw)} bytes)")
+    return int(_U32.unpack_from(raw, 4)[0])
+
+
+class SequenceCounter:
+    """Hands out sequence numbers 1..0x7FFFFFFF and wraps around (SMPP 3.4 section 5.1.4)."""
+
+    __slots__ = ("_next",)
+
+    def __init__(self, start: int = 1) -> None:
+        if not 1 <= start <= MAX_SEQUENCE:
+            raise ValueError("sequence numbers run from 1 to 0x7FFFFFFF")
+        self._next = start
+
+    def next(self) -> int:
+        """The next sequence number."""
+        value = self._next
+        self._next = 1 if value >= MAX_SEQUENCE else value + 1
+        return value
+
+
+class FrameReader:
+    """Accumulates stream bytes and yields whole raw PDUs (header included).
+
+    Usage: after every :meth:`feed`, call :meth:`next_frame` until it returns
+    ``None``. The reader then never holds more than one partial PDU (at most
+    ``max_length`` bytes) plus the last chunk fed.
+
+    A command_length outside ``16..max_length`` raises :class:`FramingError`
+    as soon as its 4 bytes are buffered (from :meth:`feed`, or from the
+    :meth:`next_frame` call after the last good frame), before any of the body
+    is kept; the reader is then failed for good and every later call raises
+    the same error.
+    """
+
+    __slots__ = ("_buf", "_error", "_off", "max_length")
+
+    def __init__(self, max_length: int = DEFAULT_MAX_LENGTH) -> None:
+        if max_length < HEADER_LENGTH:
+            raise ValueError("max_length must allow at least the 16-byte header")
+        self.max_length = max_length
+        self._buf = bytearray()
+        self._off = 0
+        self._error: FramingError | None = None
+
+    @property
+    def buffered(self) -> int:
+        """Bytes held that are not yet returned as a frame."""
+        return len(self._buf) - self._off
+
+    @property
+    def failed(self) -> bool:
+        """True once the stream could not be framed (the session must close)."""
+        return self._error is not None
+
+    def feed(self, data: bytes | bytearray | memoryview) -> None:
+        """Add bytes read from the stream."""
+        if self._error is not None:
+            raise self._error
+        if not data:
+            return
+        self._buf += data
+        self._check_head()
+        if self._error is not None:
+            raise self._error
+
+    def next_frame(self) -> bytes | None:
+        """One whole PDU (header included) if one is buffered, else ``None``."""
+        if self._error is not None:
+            raise self._error
+        buf = self._buf
+        off = self._off
+        available = len(buf) - off
+        if available < 4:
+            return None
+        length: int = _U32.unpack_from(buf, off)[0]
+        # _check_head already validated this length when its bytes arrived.
+        if available < length:
+            return None
+        end = off + length
+        frame = bytes(buf[off:end])
+        if end == len(buf):
+            # The common case at speed: the buffer is drained, reset it in O(1).
+            buf.clear()
+            self._off = 0
+        else:
+            self._off = end
+            if end > 65536 and end * 2 > len(buf):
+                # Drop consumed bytes now and then so the buffer cannot creep.
+                del buf[:end]
+                self._off = 0
+            # A bad length behind this frame fails the *next* call, so the
+            # good frame in hand is still delivered.
+            self._check_head()
+        return frame
+
+    def _check_head(self) -> None:
+        """Validate the command_length at the read offset, if its 4 bytes are here.
+
+        On a bad length, record the error and drop the buffer: nothing after
+        it can be framed, and an oversized PDU must never be accumulated.
+        """
+        if len(self._buf) - self._off < 4:
+            return
+        length: int = _U32.unpack_from(self._buf, self._off)[0]
+        if length < HEADER_LENGTH or length > self.max_length:
+            self._error = FramingError(
+                f"command_length {length} outside {HEADER_LENGTH}..{self.max_length}",
+                CommandStatus.ESME_RINVCMDLEN,
+            )
+            self._buf = bytearray()
+            self._off = 0
