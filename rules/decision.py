@@ -1,0 +1,77 @@
+"""The send-time decision (SPEC section 2), as a pure function.
+
+A message from application A of type T to subscriber S is blocked iff S is
+unsubscribed at some inbound address X whose rule for A -- or X's default
+rule when A has no rule at X -- includes T.
+
+Nothing here does I/O: the caller passes the index hits (the ids of the
+addresses S is unsubscribed at) and a `RuleBook`, the in-memory copy of all
+blocking rules. The service swaps in a new `RuleBook` after every committed
+rule edit, so an edit applies from the next send on, also to numbers that
+unsubscribed before it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+from rules.model import ALL_SMS_TYPES, BlockedBy, Decision, SmsType
+
+__all__ = ["ALLOWED", "DEFAULT_RULE", "OUT_OF_SCOPE", "RuleBook", "decide"]
+
+DEFAULT_RULE = "default"
+"""`BlockedBy.rule` when the address's default rule matched."""
+
+ALLOWED = Decision(allowed=True, in_scope=True)
+OUT_OF_SCOPE = Decision(allowed=True, in_scope=False)
+
+_EMPTY: Mapping[str, frozenset[SmsType]] = MappingProxyType({})
+
+
+@dataclass(frozen=True, slots=True)
+class RuleBook:
+    """Every address's blocking rules, keyed by the store's address id.
+
+    `rules[address_id][app_id]` is that app's rule; `defaults[address_id]`
+    the address's default rule; `addresses[address_id]` its E.164 / short
+    code string (to name it in `BlockedBy`).
+    """
+
+    addresses: Mapping[int, str] = field(default_factory=dict)
+    rules: Mapping[int, Mapping[str, frozenset[SmsType]]] = field(default_factory=dict)
+    defaults: Mapping[int, frozenset[SmsType]] = field(default_factory=dict)
+
+
+def decide(hits: Iterable[int], app_id: str, sms_type: SmsType, book: RuleBook) -> Decision:
+    """Decides one (app, type) message to a subscriber unsubscribed at the
+    addresses `hits` (an in-scope subscriber; empty `hits` means allowed).
+
+    `blocked_by` names every address that blocks, in the order of `hits`, so
+    an operator sees all the reasons, not just the first.
+
+    An address id the book does not know (which would be a bug: the index
+    and the book are updated together) blocks everything: an opt-out must
+    never be silently ignored.
+    """
+    blocked_by: list[BlockedBy] = []
+    for address_id in hits:
+        app_rules = book.rules.get(address_id, _EMPTY)
+        rule_types = app_rules.get(app_id)
+        if rule_types is not None:
+            rule_name = app_id
+        else:
+            rule_name = DEFAULT_RULE
+            rule_types = book.defaults.get(address_id, ALL_SMS_TYPES)
+        if sms_type in rule_types:
+            blocked_by.append(
+                BlockedBy(
+                    inbound_address=book.addresses.get(address_id, f"#{address_id}"),
+                    rule=rule_name,
+                    sms_types=rule_types,
+                )
+            )
+    if not blocked_by:
+        return ALLOWED
+    return Decision(allowed=False, in_scope=True, blocked_by=tuple(blocked_by))

@@ -1,0 +1,130 @@
+"""The store's schema, as an ordered list of migrations.
+
+Theory of operation
+-------------------
+The schema version lives in SQLite's `PRAGMA user_version` (0 for a new,
+empty file). `MIGRATIONS[i]` moves the schema from version `i` to `i + 1`.
+At start-up the store applies every migration above the file's version, all
+in ONE transaction together with the new `user_version`, so a crash half-way
+leaves the file at its old version rather than at a version that lies about
+its tables. Reopening an up-to-date file runs nothing.
+
+Never edit a migration that has shipped: append a new one.
+
+Tables
+------
+* `inbound_address`: one row per inbound address. `id` is small (< 2**15)
+  because it is packed next to the number in the in-memory index; ids of
+  deleted addresses are reused (nothing refers to them any more: records name
+  the address by its string).
+* `blocking_rule`: (address, app) -> JSON list of SMS types.
+* `unsubscribed`: the current opt-outs. Its rowid IS the packed
+  `number_key * 2**15 + address_id` value, so start-up loads the whole
+  in-memory index with one ordered scan of one integer column.
+* `record`: the append-only history. It names the address by string, not by
+  foreign key, so deleting an address keeps its history; triggers refuse any
+  UPDATE or DELETE so "records are never rewritten or lost" holds even
+  against a careless future query.
+* `reply_outbox`: auto-replies waiting for (or done with) the carrier. Reply
+  state lives here, never in `record`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+Migration = Sequence[str]
+
+_V1: Migration = (
+    """
+    CREATE TABLE inbound_address (
+        id INTEGER PRIMARY KEY,
+        address TEXT NOT NULL UNIQUE,
+        description TEXT NOT NULL DEFAULT '',
+        keywords TEXT NOT NULL,
+        match_mode TEXT NOT NULL,
+        replies TEXT NOT NULL,
+        default_rule TEXT NOT NULL,
+        created_at REAL NOT NULL
+    )
+    """,
+    """
+    CREATE TABLE blocking_rule (
+        address_id INTEGER NOT NULL REFERENCES inbound_address(id) ON DELETE CASCADE,
+        app_id TEXT NOT NULL,
+        sms_types TEXT NOT NULL,
+        PRIMARY KEY (address_id, app_id)
+    ) WITHOUT ROWID
+    """,
+    """
+    CREATE TABLE unsubscribed (
+        packed INTEGER PRIMARY KEY,
+        address_id INTEGER NOT NULL,
+        number_key INTEGER NOT NULL,
+        since REAL NOT NULL,
+        source TEXT NOT NULL
+    )
+    """,
+    "CREATE UNIQUE INDEX unsubscribed_by_address ON unsubscribed (address_id, packed)",
+    """
+    CREATE TABLE record (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        phone_number TEXT NOT NULL,
+        inbound_address TEXT NOT NULL,
+        status TEXT NOT NULL,
+        source TEXT NOT NULL,
+        at REAL NOT NULL,
+        reason TEXT NOT NULL DEFAULT '',
+        actor TEXT,
+        raw_text TEXT,
+        keyword TEXT,
+        carrier_ids TEXT
+    )
+    """,
+    "CREATE INDEX record_by_number ON record (phone_number, id)",
+    "CREATE INDEX record_by_address ON record (inbound_address, id)",
+    "CREATE INDEX record_by_time ON record (at)",
+    """
+    CREATE TRIGGER record_no_update BEFORE UPDATE ON record
+    BEGIN SELECT RAISE(ABORT, 'records are append-only'); END
+    """,
+    """
+    CREATE TRIGGER record_no_delete BEFORE DELETE ON record
+    BEGIN SELECT RAISE(ABORT, 'records are append-only'); END
+    """,
+    """
+    CREATE TABLE reply_outbox (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        record_id INTEGER,
+        source_addr TEXT NOT NULL,
+        destination_addr TEXT NOT NULL,
+        text TEXT NOT NULL,
+        action TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        sent_at REAL,
+        message_id TEXT
+    )
+    """,
+    "CREATE INDEX reply_outbox_pending ON reply_outbox (id) WHERE sent_at IS NULL",
+    "CREATE INDEX reply_outbox_by_record ON reply_outbox (record_id)",
+)
+
+MIGRATIONS: tuple[Migration, ...] = (_V1,)
+"""`MIGRATIONS[i]` upgrades a schema at version `i` to version `i + 1`."""
+
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def pending(current_version: int) -> list[tuple[int, Migration]]:
+    """The migrations to run on a file at `current_version`, as
+    (target version, statements), in order.
+
+    A file newer than this code (a downgrade) is refused: running old code on
+    a schema it does not know could silently drop opt-outs.
+    """
+    if current_version < 0 or current_version > SCHEMA_VERSION:
+        raise ValueError(
+            f"store schema version {current_version} is not supported by this "
+            f"version of optout-sidecar (knows 0..{SCHEMA_VERSION})"
+        )
+    return [(v + 1, MIGRATIONS[v]) for v in range(current_version, SCHEMA_VERSION)]

@@ -1,0 +1,636 @@
+"""The durable subscription store: SQLite through aiosqlite.
+
+Theory of operation
+-------------------
+One connection, owned by aiosqlite's worker thread, and one `asyncio.Lock`.
+Every operation -- read or write -- runs inside `Store.transaction()` (or
+`Store.reading()`), which takes the lock, opens a SQLite transaction and
+hands out a `Tx` with typed SQL helpers. Holding the lock across the whole
+transaction is what makes "one write method = one transaction" true on a
+single shared connection: no other coroutine can slip a statement into it.
+
+Durability: WAL journal with `synchronous=FULL`, so when COMMIT returns the
+WAL has been fsynced and a kill -9 (or power loss) cannot lose the change.
+The caller learns of success only after COMMIT returned; callbacks that must
+run on success (updating the in-memory index) are registered with
+`Tx.after_commit` and run before the lock is released, so no other
+transaction can observe the database and the index out of step.
+
+Failures: any SQLite error (disk full, locked past `busy_timeout`, file
+removed, connection closed) rolls the transaction back and surfaces as
+`model.StoreUnavailable` with the cause chained. Domain errors raised by the
+caller inside the block (Conflict, NotFound, ...) also roll back and
+propagate unchanged. Nothing is ever half-applied.
+
+The schema and its versions live in `rules.migrations`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import sqlite3
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+import numpy as np
+import numpy.typing as npt
+
+from rules import migrations
+from rules.model import (
+    Action,
+    InvalidValue,
+    Keywords,
+    MatchMode,
+    Record,
+    Reply,
+    SmsType,
+    Source,
+    Status,
+    StoreUnavailable,
+)
+from rules.replies import ReplySettings
+
+__all__ = [
+    "ADDRESS_ID_LIMIT",
+    "PACK_SHIFT",
+    "AddressRow",
+    "RecordFilter",
+    "RuleRow",
+    "Store",
+    "Tx",
+    "UnsubRow",
+    "pack",
+    "parse_url",
+]
+
+log = logging.getLogger(__name__)
+
+PACK_SHIFT = 15
+ADDRESS_ID_LIMIT = 1 << PACK_SHIFT
+"""Address ids are packed next to the number key in 15 bits."""
+
+_LOAD_CHUNK = 1 << 18
+
+
+def pack(number_key: int, address_id: int) -> int:
+    """The `unsubscribed.packed` value (same layout as the in-memory index)."""
+    return (number_key << PACK_SHIFT) | address_id
+
+
+def parse_url(url: str) -> str:
+    """The SQLite file name for a store URL (SPEC section 4):
+    ``sqlite:///relative/path.db``, ``sqlite:////abs/path.db`` or
+    ``sqlite://:memory:``. Raises InvalidValue for anything else."""
+    prefix = "sqlite://"
+    if not url.startswith(prefix):
+        raise InvalidValue(f"unsupported store URL {url!r}: expected sqlite:///path.db")
+    rest = url[len(prefix) :]
+    if rest in (":memory:", "/:memory:"):
+        return ":memory:"
+    if not rest.startswith("/") or len(rest) < 2:
+        raise InvalidValue(
+            f"unsupported store URL {url!r}: use sqlite:///relative.db, "
+            "sqlite:////absolute.db or sqlite://:memory:"
+        )
+    return rest[1:]  # "/rel.db" -> "rel.db", "//abs.db" -> "/abs.db"
+
+
+# --- row types ----------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class AddressRow:
+    id: int
+    address: str
+    description: str
+    keywords: Keywords
+    replies: ReplySettings
+    default_rule: frozenset[SmsType]
+    created_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class RuleRow:
+    address_id: int
+    app_id: str
+    sms_types: frozenset[SmsType]
+
+
+@dataclass(frozen=True, slots=True)
+class UnsubRow:
+    packed: int
+    address_id: int
+    number_key: int
+    since: float
+    source: Source
+
+
+@dataclass(frozen=True, slots=True)
+class RecordFilter:
+    phone_number: str | None = None
+    inbound_address: str | None = None
+    since: float | None = None  # inclusive
+    until: float | None = None  # exclusive
+
+
+def _types_json(types: Iterable[SmsType]) -> str:
+    return json.dumps(sorted(t.value for t in types))
+
+
+def _types_from_json(data: str) -> frozenset[SmsType]:
+    return frozenset(SmsType(t) for t in json.loads(data))
+
+
+def _keywords_json(kw: Keywords) -> str:
+    return json.dumps({"opt_out": kw.opt_out, "opt_in": kw.opt_in, "help": kw.help})
+
+
+def _keywords_from(data: str, match_mode: str) -> Keywords:
+    raw = json.loads(data)
+    return Keywords(
+        opt_out=tuple(raw["opt_out"]),
+        opt_in=tuple(raw["opt_in"]),
+        help=tuple(raw["help"]),
+        match=MatchMode(match_mode),
+    )
+
+
+_ADDRESS_COLUMNS = (
+    "id, address, description, keywords, match_mode, replies, default_rule, created_at"
+)
+
+
+def _address_from(row: Any) -> AddressRow:
+    return AddressRow(
+        id=row[0],
+        address=row[1],
+        description=row[2],
+        keywords=_keywords_from(row[3], row[4]),
+        replies=ReplySettings.from_json(row[5]),
+        default_rule=_types_from_json(row[6]),
+        created_at=row[7],
+    )
+
+
+_RECORD_COLUMNS = (
+    "r.id, r.phone_number, r.inbound_address, r.status, r.source, r.at, r.reason, "
+    "r.actor, r.raw_text, r.keyword, r.carrier_ids, "
+    "EXISTS (SELECT 1 FROM reply_outbox o WHERE o.record_id = r.id AND o.sent_at IS NOT NULL)"
+)
+
+
+def _record_from(row: Any) -> Record:
+    return Record(
+        id=row[0],
+        phone_number=row[1],
+        inbound_address=row[2],
+        status=Status(row[3]),
+        source=Source(row[4]),
+        at=row[5],
+        reason=row[6],
+        actor=row[7],
+        raw_text=row[8],
+        keyword=row[9],
+        carrier_ids=row[10],
+        reply_sent=bool(row[11]),
+    )
+
+
+RecordValues = tuple[str, str, str, str, float, str, str | None, str | None, str | None, str | None]
+"""(phone_number, inbound_address, status, source, at, reason, actor,
+raw_text, keyword, carrier_ids): one row for `Tx.insert_records`."""
+
+
+class Tx:
+    """Typed SQL helpers bound to one open transaction. Only valid inside the
+    `async with` that produced it."""
+
+    def __init__(self, conn: aiosqlite.Connection) -> None:
+        self._conn = conn
+        self._after_commit: list[Callable[[], None]] = []
+
+    def after_commit(self, callback: Callable[[], None]) -> None:
+        """Run `callback` once COMMIT has succeeded (never on rollback)."""
+        self._after_commit.append(callback)
+
+    async def _all(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        async with self._conn.execute(sql, params) as cur:
+            return list(await cur.fetchall())
+
+    async def _one(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        async with self._conn.execute(sql, params) as cur:
+            return await cur.fetchone()
+
+    async def _run(self, sql: str, params: Sequence[Any] = ()) -> tuple[int, int | None]:
+        """(rows changed, last row id)."""
+        async with self._conn.execute(sql, params) as cur:
+            return cur.rowcount, cur.lastrowid
+
+    # --- inbound addresses ---
+
+    async def addresses(self) -> list[AddressRow]:
+        rows = await self._all(f"SELECT {_ADDRESS_COLUMNS} FROM inbound_address ORDER BY id")
+        return [_address_from(r) for r in rows]
+
+    async def address(self, address_id: int) -> AddressRow | None:
+        row = await self._one(
+            f"SELECT {_ADDRESS_COLUMNS} FROM inbound_address WHERE id = ?", (address_id,)
+        )
+        return None if row is None else _address_from(row)
+
+    async def insert_address(self, row: AddressRow) -> None:
+        await self._run(
+            f"INSERT INTO inbound_address ({_ADDRESS_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                row.id,
+                row.address,
+                row.description,
+                _keywords_json(row.keywords),
+                row.keywords.match.value,
+                row.replies.to_json(),
+                _types_json(row.default_rule),
+                row.created_at,
+            ),
+        )
+
+    async def update_address(self, row: AddressRow) -> None:
+        """Rewrites the editable columns of address `row.id`."""
+        await self._run(
+            "UPDATE inbound_address SET description = ?, keywords = ?, match_mode = ?, "
+            "replies = ?, default_rule = ? WHERE id = ?",
+            (
+                row.description,
+                _keywords_json(row.keywords),
+                row.keywords.match.value,
+                row.replies.to_json(),
+                _types_json(row.default_rule),
+                row.id,
+            ),
+        )
+
+    async def delete_address(self, address_id: int) -> int:
+        """Deletes the address, its rules and its unsubscriptions (never
+        records). Returns how many unsubscriptions went with it."""
+        await self._run("DELETE FROM blocking_rule WHERE address_id = ?", (address_id,))
+        removed, _ = await self._run("DELETE FROM unsubscribed WHERE address_id = ?", (address_id,))
+        await self._run("DELETE FROM inbound_address WHERE id = ?", (address_id,))
+        return removed
+
+    # --- blocking rules ---
+
+    async def rules(self) -> list[RuleRow]:
+        rows = await self._all(
+            "SELECT address_id, app_id, sms_types FROM blocking_rule ORDER BY address_id, app_id"
+        )
+        return [RuleRow(r[0], r[1], _types_from_json(r[2])) for r in rows]
+
+    async def insert_rule(self, rule: RuleRow) -> None:
+        await self._run(
+            "INSERT INTO blocking_rule (address_id, app_id, sms_types) VALUES (?, ?, ?)",
+            (rule.address_id, rule.app_id, _types_json(rule.sms_types)),
+        )
+
+    async def update_rule(self, rule: RuleRow) -> bool:
+        changed, _ = await self._run(
+            "UPDATE blocking_rule SET sms_types = ? WHERE address_id = ? AND app_id = ?",
+            (_types_json(rule.sms_types), rule.address_id, rule.app_id),
+        )
+        return changed > 0
+
+    async def delete_rule(self, address_id: int, app_id: str) -> bool:
+        changed, _ = await self._run(
+            "DELETE FROM blocking_rule WHERE address_id = ? AND app_id = ?",
+            (address_id, app_id),
+        )
+        return changed > 0
+
+    # --- unsubscriptions ---
+
+    async def unsubscription(self, packed: int) -> UnsubRow | None:
+        row = await self._one(
+            "SELECT packed, address_id, number_key, since, source FROM unsubscribed "
+            "WHERE packed = ?",
+            (packed,),
+        )
+        return None if row is None else UnsubRow(row[0], row[1], row[2], row[3], Source(row[4]))
+
+    async def insert_unsubscription(self, row: UnsubRow) -> None:
+        await self._run(
+            "INSERT INTO unsubscribed (packed, address_id, number_key, since, source) "
+            "VALUES (?, ?, ?, ?, ?)",
+            (row.packed, row.address_id, row.number_key, row.since, row.source.value),
+        )
+
+    async def insert_unsubscriptions(self, rows: Iterable[UnsubRow]) -> None:
+        await self._conn.executemany(
+            "INSERT INTO unsubscribed (packed, address_id, number_key, since, source) "
+            "VALUES (?, ?, ?, ?, ?)",
+            ((r.packed, r.address_id, r.number_key, r.since, r.source.value) for r in rows),
+        )
+
+    async def delete_unsubscription(self, packed: int) -> bool:
+        changed, _ = await self._run("DELETE FROM unsubscribed WHERE packed = ?", (packed,))
+        return changed > 0
+
+    async def unsubscriptions(
+        self,
+        *,
+        address_id: int | None,
+        packed_range: tuple[int, int] | None,
+        after: int | None,
+        limit: int,
+    ) -> list[UnsubRow]:
+        """Unsubscriptions in `packed` order (number, then address), after
+        the keyset cursor `after`. `packed_range` is [lo, hi) (one number)."""
+        where: list[str] = []
+        params: list[Any] = []
+        if address_id is not None:
+            where.append("address_id = ?")
+            params.append(address_id)
+        if packed_range is not None:
+            where.append("packed >= ? AND packed < ?")
+            params.extend(packed_range)
+        if after is not None:
+            where.append("packed > ?")
+            params.append(after)
+        sql = "SELECT packed, address_id, number_key, since, source FROM unsubscribed"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY packed LIMIT ?"
+        params.append(limit)
+        rows = await self._all(sql, params)
+        return [UnsubRow(r[0], r[1], r[2], r[3], Source(r[4])) for r in rows]
+
+    # --- records (append-only) ---
+
+    async def insert_record(self, values: RecordValues) -> int:
+        _, rowid = await self._run(
+            "INSERT INTO record (phone_number, inbound_address, status, source, at, reason, "
+            "actor, raw_text, keyword, carrier_ids) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            values,
+        )
+        assert rowid is not None
+        return rowid
+
+    async def insert_records(self, values: Iterable[RecordValues]) -> None:
+        await self._conn.executemany(
+            "INSERT INTO record (phone_number, inbound_address, status, source, at, reason, "
+            "actor, raw_text, keyword, carrier_ids) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            values,
+        )
+
+    async def records(
+        self, flt: RecordFilter, *, after: int | None, limit: int, newest_first: bool = False
+    ) -> list[Record]:
+        where: list[str] = []
+        params: list[Any] = []
+        if flt.phone_number is not None:
+            where.append("r.phone_number = ?")
+            params.append(flt.phone_number)
+        if flt.inbound_address is not None:
+            where.append("r.inbound_address = ?")
+            params.append(flt.inbound_address)
+        if flt.since is not None:
+            where.append("r.at >= ?")
+            params.append(flt.since)
+        if flt.until is not None:
+            where.append("r.at < ?")
+            params.append(flt.until)
+        if after is not None:
+            where.append("r.id < ?" if newest_first else "r.id > ?")
+            params.append(after)
+        sql = f"SELECT {_RECORD_COLUMNS} FROM record r"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY r.id DESC LIMIT ?" if newest_first else " ORDER BY r.id LIMIT ?"
+        params.append(limit)
+        return [_record_from(r) for r in await self._all(sql, params)]
+
+    # --- reply outbox ---
+
+    async def insert_reply(
+        self,
+        *,
+        record_id: int | None,
+        source_addr: str,
+        destination_addr: str,
+        text: str,
+        action: Action,
+        created_at: float,
+    ) -> int:
+        _, rowid = await self._run(
+            "INSERT INTO reply_outbox (record_id, source_addr, destination_addr, text, action, "
+            "created_at) VALUES (?, ?, ?, ?, ?, ?)",
+            (record_id, source_addr, destination_addr, text, action.value, created_at),
+        )
+        assert rowid is not None
+        return rowid
+
+    async def pending_replies(self, limit: int) -> list[Reply]:
+        rows = await self._all(
+            "SELECT id, source_addr, destination_addr, text, action FROM reply_outbox "
+            "WHERE sent_at IS NULL ORDER BY id LIMIT ?",
+            (limit,),
+        )
+        return [Reply(r[0], r[1], r[2], r[3], Action(r[4])) for r in rows]
+
+    async def pending_reply_count(self) -> int:
+        row = await self._one("SELECT COUNT(*) FROM reply_outbox WHERE sent_at IS NULL")
+        return int(row[0])
+
+    async def reply_exists(self, reply_id: int) -> bool:
+        row = await self._one("SELECT 1 FROM reply_outbox WHERE id = ?", (reply_id,))
+        return row is not None
+
+    async def mark_reply_sent(self, reply_id: int, message_id: str | None, at: float) -> bool:
+        changed, _ = await self._run(
+            "UPDATE reply_outbox SET sent_at = ?, message_id = ? WHERE id = ? AND sent_at IS NULL",
+            (at, message_id, reply_id),
+        )
+        return changed > 0
+
+
+_DB_ERRORS: tuple[type[Exception], ...] = (sqlite3.Error, OSError)
+# aiosqlite raises a bare ValueError on a closed connection.
+_DB_OR_CLOSED_ERRORS: tuple[type[Exception], ...] = (sqlite3.Error, OSError, ValueError)
+
+
+class Store:
+    """The SQLite store. Open with `await Store.open(url)`."""
+
+    def __init__(self, conn: aiosqlite.Connection, path: str) -> None:
+        self._conn = conn
+        self._path = path
+        self._lock = asyncio.Lock()
+        self._closed = False
+
+    @property
+    def path(self) -> str:
+        return self._path
+
+    @classmethod
+    async def open(cls, url: str, *, busy_timeout_ms: int = 5000) -> Store:
+        """Opens (creating if needed) the store at `url`, switches on WAL and
+        full fsync, and applies pending migrations in one transaction.
+
+        Raises InvalidValue for a bad URL, StoreUnavailable when the file
+        cannot be opened or migrated.
+        """
+        path = parse_url(url)
+        try:
+            if path != ":memory:":
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+            conn = await aiosqlite.connect(path, isolation_level=None)
+        except _DB_OR_CLOSED_ERRORS as exc:
+            raise StoreUnavailable(f"cannot open store {path!r}: {exc}") from exc
+        store = cls(conn, path)
+        try:
+            await store._configure(busy_timeout_ms)
+            await store._migrate()
+        except BaseException:
+            await store.close()
+            raise
+        return store
+
+    async def _configure(self, busy_timeout_ms: int) -> None:
+        try:
+            # busy_timeout first, so the journal-mode switch waits for others too.
+            await self._conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
+            async with self._conn.execute("PRAGMA journal_mode = WAL") as cur:
+                row = await cur.fetchone()
+            mode = row[0] if row else None
+            if self._path != ":memory:" and mode != "wal":
+                raise StoreUnavailable(f"cannot switch {self._path!r} to WAL (got {mode!r})")
+            # FULL: the WAL is fsynced at every commit, so a commit that
+            # returned survives kill -9 and power loss (NORMAL would not).
+            await self._conn.execute("PRAGMA synchronous = FULL")
+            await self._conn.execute("PRAGMA foreign_keys = ON")
+        except _DB_ERRORS as exc:
+            raise StoreUnavailable(f"cannot configure store: {exc}") from exc
+
+    async def _migrate(self) -> None:
+        try:
+            async with self._lock:
+                await self._conn.execute("BEGIN IMMEDIATE")
+                try:
+                    async with self._conn.execute("PRAGMA user_version") as cur:
+                        row = await cur.fetchone()
+                    current = int(row[0]) if row else 0
+                    try:
+                        steps = migrations.pending(current)
+                    except ValueError as exc:
+                        raise StoreUnavailable(str(exc)) from exc
+                    for version, statements in steps:
+                        log.info("store: migrating schema to version %d", version)
+                        for statement in statements:
+                            await self._conn.execute(statement)
+                    if steps:
+                        await self._conn.execute(f"PRAGMA user_version = {steps[-1][0]}")
+                    await self._conn.execute("COMMIT")
+                except BaseException:
+                    await self._rollback_quietly()
+                    raise
+        except _DB_ERRORS as exc:
+            raise StoreUnavailable(f"cannot migrate store: {exc}") from exc
+
+    async def schema_version(self) -> int:
+        async with self.reading() as tx:
+            row = await tx._one("PRAGMA user_version")
+            return int(row[0])
+
+    async def _rollback_quietly(self) -> None:
+        # No transaction left to roll back (SQLite already did), or the
+        # connection is gone: either way nothing was committed.
+        with contextlib.suppress(*_DB_OR_CLOSED_ERRORS):
+            await self._conn.execute("ROLLBACK")
+
+    @asynccontextmanager
+    async def _transaction(self, begin: str) -> AsyncIterator[Tx]:
+        if self._closed:
+            raise StoreUnavailable("store is closed")
+        async with self._lock:
+            tx = Tx(self._conn)
+            try:
+                await self._conn.execute(begin)
+            except BaseException as exc:
+                if isinstance(exc, _DB_ERRORS) or self._is_closed_error(exc):
+                    raise StoreUnavailable(f"store: cannot begin a transaction: {exc}") from exc
+                raise
+            try:
+                yield tx
+                await self._conn.execute("COMMIT")
+            except BaseException as exc:
+                await self._rollback_quietly()
+                if isinstance(exc, _DB_ERRORS) or self._is_closed_error(exc):
+                    raise StoreUnavailable(f"store: {exc}") from exc
+                raise
+            for callback in tx._after_commit:
+                try:
+                    callback()
+                except Exception:
+                    # The change IS committed; failing the caller now would
+                    # make it retry something that already happened.
+                    log.exception("store: after-commit callback failed")
+
+    def _is_closed_error(self, exc: BaseException) -> bool:
+        """aiosqlite reports a closed connection as a bare ValueError."""
+        return isinstance(exc, ValueError) and (
+            self._closed or str(exc) in ("no active connection", "Connection closed")
+        )
+
+    def transaction(self) -> AbstractAsyncContextManager[Tx]:
+        """`async with store.transaction() as tx:` -- one write transaction
+        (BEGIN IMMEDIATE: takes the write lock up front, so it cannot fail
+        half-way on a lock upgrade)."""
+        return self._transaction("BEGIN IMMEDIATE")
+
+    def reading(self) -> AbstractAsyncContextManager[Tx]:
+        """`async with store.reading() as tx:` -- a consistent read."""
+        return self._transaction("BEGIN")
+
+    async def load_packed(self) -> npt.NDArray[np.int64]:
+        """Every `unsubscribed.packed` value, ascending, as one int64 array:
+        the in-memory index's bulk-load input. Reads one integer column in
+        big chunks (the rowid b-tree is already in packed order)."""
+        chunks: list[npt.NDArray[np.int64]] = []
+        async with self.reading():
+            try:
+                async with self._conn.execute("SELECT packed FROM unsubscribed") as cur:
+                    while True:
+                        rows = list(await cur.fetchmany(_LOAD_CHUNK))
+                        if not rows:
+                            break
+                        chunks.append(
+                            np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+                        )
+            except _DB_ERRORS as exc:
+                raise StoreUnavailable(f"store: cannot load unsubscriptions: {exc}") from exc
+        if not chunks:
+            return np.empty(0, dtype=np.int64)
+        return np.concatenate(chunks)
+
+    async def ping(self) -> bool:
+        """True when a trivial query round-trips."""
+        try:
+            async with self.reading() as tx:
+                await tx._one("SELECT 1")
+            return True
+        except StoreUnavailable:
+            return False
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        async with self._lock:
+            try:
+                await self._conn.close()
+            except _DB_OR_CLOSED_ERRORS as exc:
+                log.warning("store: error while closing: %s", exc)
