@@ -124,7 +124,7 @@ def read_rows(lines: Iterable[str]) -> Iterator[CsvRow | CsvError]:
     `CsvError` per bad one (bad number, out of scope, bad date, wrong column
     count). Whether the inbound address exists is for the caller to check.
 
-    The first line is a header when its first field is ``phone_number``
+    The first line is a header when one of its fields is ``phone_number``
     (columns may then come in any order); without one, the columns are
     ``phone_number,inbound_address[,since]``. Blank lines are skipped.
     """
@@ -146,7 +146,7 @@ def read_rows(lines: Iterable[str]) -> Iterator[CsvRow | CsvError]:
             continue
         if first:
             first = False
-            if fields[0].strip().lower() == "phone_number":
+            if "phone_number" in (f.strip().lower() for f in fields):
                 columns, problem = _columns(fields)
                 if problem is not None:
                     yield CsvError(line, problem)

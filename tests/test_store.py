@@ -1,0 +1,165 @@
+"""The SQLite store: URLs, migrations, durability settings, append-only
+records, and failures surfacing as StoreUnavailable."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from rules import migrations
+from rules.model import InvalidValue, Source, Status, StoreUnavailable
+from rules.store import Store, UnsubRow, pack, parse_url
+
+
+def url_for(path: Path) -> str:
+    return f"sqlite:///{path}"  # absolute path -> sqlite:////abs/path.db
+
+
+@pytest.mark.parametrize(
+    ("url", "path"),
+    [
+        ("sqlite:///var/optout.db", "var/optout.db"),
+        ("sqlite:////var/lib/optout.db", "/var/lib/optout.db"),
+        ("sqlite://:memory:", ":memory:"),
+    ],
+)
+def test_url_forms_of_the_spec(url: str, path: str) -> None:
+    assert parse_url(url) == path
+
+
+@pytest.mark.parametrize(
+    "url", ["postgresql://db/optout", "sqlite:/x.db", "sqlite://", "sqlite:///", "x.db"]
+)
+def test_bad_urls_are_refused_clearly(url: str) -> None:
+    with pytest.raises(InvalidValue):
+        parse_url(url)
+
+
+async def test_fresh_file_is_migrated_to_the_current_version(tmp_path: Path) -> None:
+    store = await Store.open(url_for(tmp_path / "new.db"))
+    try:
+        assert await store.schema_version() == migrations.SCHEMA_VERSION
+    finally:
+        await store.close()
+    with sqlite3.connect(tmp_path / "new.db") as conn:
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
+    assert {"inbound_address", "blocking_rule", "unsubscribed", "record", "reply_outbox"} <= tables
+    assert mode == "wal"
+
+
+async def test_reopening_an_up_to_date_file_changes_nothing(tmp_path: Path) -> None:
+    db = tmp_path / "s.db"
+    store = await Store.open(url_for(db))
+    async with store.transaction() as tx:
+        await tx.insert_unsubscription(UnsubRow(pack(14155550100, 1), 1, 14155550100, 1.0,
+                                                Source.API))
+    await store.close()
+
+    again = await Store.open(url_for(db))
+    try:
+        assert await again.schema_version() == migrations.SCHEMA_VERSION
+        assert list(await again.load_packed()) == [pack(14155550100, 1)]
+    finally:
+        await again.close()
+
+
+async def test_a_file_from_a_newer_version_is_refused(tmp_path: Path) -> None:
+    db = tmp_path / "future.db"
+    with sqlite3.connect(db) as conn:
+        conn.execute(f"PRAGMA user_version = {migrations.SCHEMA_VERSION + 1}")
+    with pytest.raises(StoreUnavailable, match="not supported"):
+        await Store.open(url_for(db))
+
+
+async def test_memory_store_works(tmp_path: Path) -> None:
+    store = await Store.open("sqlite://:memory:")
+    try:
+        assert await store.ping()
+        assert len(await store.load_packed()) == 0
+    finally:
+        await store.close()
+
+
+async def test_records_cannot_be_rewritten_or_deleted(tmp_path: Path) -> None:
+    store = await Store.open(url_for(tmp_path / "s.db"))
+    try:
+        async with store.transaction() as tx:
+            await tx.insert_record(
+                ("+14155550100", "+18005550199", Status.UNSUBSCRIBED.value, "api", 1.0, "",
+                 None, None, None, None)
+            )
+        for statement in ("UPDATE record SET status = 'subscribed'", "DELETE FROM record"):
+            with pytest.raises(StoreUnavailable, match="append-only"):
+                async with store.transaction() as tx:
+                    await tx._run(statement)
+    finally:
+        await store.close()
+
+
+async def test_failure_inside_a_transaction_rolls_everything_back(tmp_path: Path) -> None:
+    store = await Store.open(url_for(tmp_path / "s.db"))
+    committed: list[str] = []
+    try:
+        with pytest.raises(StoreUnavailable):
+            async with store.transaction() as tx:
+                tx.after_commit(lambda: committed.append("yes"))
+                await tx.insert_unsubscription(UnsubRow(pack(1, 1), 1, 1, 1.0, Source.API))
+                # A second row with the same key violates the primary key.
+                await tx.insert_unsubscription(UnsubRow(pack(1, 1), 1, 1, 1.0, Source.API))
+        assert len(await store.load_packed()) == 0
+        assert committed == []
+    finally:
+        await store.close()
+
+
+async def test_closed_store_raises_store_unavailable(tmp_path: Path) -> None:
+    store = await Store.open(url_for(tmp_path / "s.db"))
+    await store.close()
+    with pytest.raises(StoreUnavailable):
+        async with store.reading():
+            pass
+    assert not await store.ping()
+
+
+async def test_lock_held_past_busy_timeout_is_store_unavailable(tmp_path: Path) -> None:
+    db = tmp_path / "s.db"
+    store = await Store.open(url_for(db), busy_timeout_ms=50)
+    other = sqlite3.connect(db, isolation_level=None)
+    try:
+        other.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+        with pytest.raises(StoreUnavailable, match="locked"):
+            async with store.transaction() as tx:
+                await tx.insert_unsubscription(UnsubRow(pack(1, 1), 1, 1, 1.0, Source.API))
+        other.execute("ROLLBACK")
+        # Once the lock is gone the store works again: nothing was half-applied.
+        async with store.transaction() as tx:
+            await tx.insert_unsubscription(UnsubRow(pack(1, 1), 1, 1, 1.0, Source.API))
+        assert list(await store.load_packed()) == [pack(1, 1)]
+    finally:
+        other.close()
+        await store.close()
+
+
+async def test_unopenable_file_is_store_unavailable(tmp_path: Path) -> None:
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("")
+    with pytest.raises(StoreUnavailable):
+        await Store.open(url_for(blocker / "s.db"))
+
+
+async def test_load_packed_returns_every_value_in_order(tmp_path: Path) -> None:
+    store = await Store.open(url_for(tmp_path / "s.db"))
+    values = [pack(k, a) for k in (14155550101, 14155550100, 16045550100) for a in (2, 1)]
+    try:
+        async with store.transaction() as tx:
+            await tx.insert_unsubscriptions(
+                UnsubRow(p, p & 0x7FFF, p >> 15, 1.0, Source.IMPORT) for p in values
+            )
+        loaded = await store.load_packed()
+        assert loaded.dtype.name == "int64"
+        assert list(loaded) == sorted(values)
+    finally:
+        await store.close()
