@@ -602,7 +602,8 @@ class Store:
         chunks: list[npt.NDArray[np.int64]] = []
         async with self.reading():
             try:
-                async with self._conn.execute("SELECT packed FROM unsubscribed ORDER BY packed") as cur:
+                sql = "SELECT packed FROM unsubscribed ORDER BY packed"
+                async with self._conn.execute(sql) as cur:
                     while True:
                         rows = list(await cur.fetchmany(_LOAD_CHUNK))
                         if not rows:

@@ -54,8 +54,9 @@ async def test_reopening_an_up_to_date_file_changes_nothing(tmp_path: Path) -> N
     db = tmp_path / "s.db"
     store = await Store.open(url_for(db))
     async with store.transaction() as tx:
-        await tx.insert_unsubscription(UnsubRow(pack(14155550100, 1), 1, 14155550100, 1.0,
-                                                Source.API))
+        await tx.insert_unsubscription(
+            UnsubRow(pack(14155550100, 1), 1, 14155550100, 1.0, Source.API)
+        )
     await store.close()
 
     again = await Store.open(url_for(db))
@@ -88,8 +89,18 @@ async def test_records_cannot_be_rewritten_or_deleted(tmp_path: Path) -> None:
     try:
         async with store.transaction() as tx:
             await tx.insert_record(
-                ("+14155550100", "+18005550199", Status.UNSUBSCRIBED.value, "api", 1.0, "",
-                 None, None, None, None)
+                (
+                    "+14155550100",
+                    "+18005550199",
+                    Status.UNSUBSCRIBED.value,
+                    "api",
+                    1.0,
+                    "",
+                    None,
+                    None,
+                    None,
+                    None,
+                )
             )
         for statement in ("UPDATE record SET status = 'subscribed'", "DELETE FROM record"):
             with pytest.raises(StoreUnavailable, match="append-only"):
