@@ -76,6 +76,11 @@ class SimConfig:
     message_id_format: str = "hex"  # "hex" (lowercase) or "dec"
     tls: ssl.SSLContext | None = None
     max_pdu_size: int = 65536
+    #: False: take submits (record them) but never answer, like a stuck carrier.
+    answer_submits: bool = True
+    #: Non-zero: answer every submit with this status (e.g. 0x58 throttled) and
+    #: no message_id; the submit is still recorded.
+    submit_status: int = 0
     response_timeout: float = 5.0  # how long to wait for a deliver_sm_resp / unbind_resp
     #: Submits kept in ``received`` (later ones are still counted and answered),
     #: so a benchmark can use the simulator as a sink without growing memory.
@@ -186,6 +191,7 @@ class _Session:
         elif command is C.ENQUIRE_LINK:
             self._respond(response_for(pdu))
         elif command is C.UNBIND:
+            self.sim.unbinds_received += 1
             self._respond(response_for(pdu))
             await self._drain_quietly()
             self.close()
@@ -207,6 +213,7 @@ class _Session:
             self._refuse(pdu.command_id, pdu.sequence_number, S.ESME_RINVBNDSTS)
 
     async def _on_bind(self, pdu: Pdu) -> None:
+        self.sim.bind_attempts += 1
         system_id = pdu.get_str("system_id")
         status = self.sim.check_credentials(system_id, pdu.get_str("password"))
         if status != S.ESME_ROK:
@@ -231,6 +238,13 @@ class _Session:
 
     async def _on_submit(self, pdu: Pdu, raw: bytes) -> None:
         message_id = self.sim._record(pdu, raw, self.system_id)
+        config = self.sim.config
+        if not config.answer_submits:
+            return
+        if config.submit_status:
+            self._respond(Pdu(pdu.command_id | RESPONSE_BIT, config.submit_status,
+                              pdu.sequence_number))
+            return
         self._respond(response_for(pdu, message_id=message_id.encode("ascii")))
         wants_receipt = pdu.get_int("registered_delivery") & 0x01
         if self.sim.config.receipts and wants_receipt and pdu.command is not C.SUBMIT_MULTI:
@@ -320,6 +334,9 @@ class CarrierSim:
         self.records: list[SubmitRecord] = []
         #: Submits received in total, including those past max_records.
         self.submit_count = 0
+        #: Bind requests received (accepted or refused), and unbinds from clients.
+        self.bind_attempts = 0
+        self.unbinds_received = 0
         self._message_ids = itertools.count(secrets.randbelow(1 << 24) << 8)
         self._known_ids: set[str] = set()
         self._sessions: set[_Session] = set()

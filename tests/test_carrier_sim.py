@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import shutil
+import ssl
+import subprocess
 import threading
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -132,8 +136,8 @@ class RawClient:
         self.frames = FrameReader()
 
     @classmethod
-    async def connect(cls, port: int) -> RawClient:
-        return cls(*await asyncio.open_connection("127.0.0.1", port))
+    async def connect(cls, port: int, tls: ssl.SSLContext | None = None) -> RawClient:
+        return cls(*await asyncio.open_connection("127.0.0.1", port, ssl=tls))
 
     def send(self, pdu: Pdu | bytes) -> None:
         self.writer.write(pdu if isinstance(pdu, bytes) else encode(pdu))
@@ -477,3 +481,58 @@ def test_build_receipt_shape() -> None:
         b"stat:UNDELIV err:001 text:" + b"a" * 20
     )
     assert pdu.get_tlv(Tag.MESSAGE_STATE) == b"\x05"
+
+
+async def test_a_stuck_or_throttling_carrier_can_be_played() -> None:
+    async with CarrierSim(SimConfig(port=0, answer_submits=False)) as sim:
+        raw = await RawClient.connect(sim.port)
+        await raw.bind()
+        raw.send(make_pdu(C.SUBMIT_SM, sequence_number=2, short_message=b"hi"))
+        raw.send(encode_simple(C.ENQUIRE_LINK, 0, 3))
+        # The submit is taken but never answered; the link still is
+        assert (await raw.recv()).command_id == C.ENQUIRE_LINK_RESP
+        assert len(await sim.wait_for_submits(1)) == 1
+        sim.config.answer_submits, sim.config.submit_status = True, S.ESME_RTHROTTLED
+        raw.send(make_pdu(C.SUBMIT_SM, sequence_number=4, short_message=b"hi"))
+        resp = await raw.recv()
+        assert (resp.command_status, resp.sequence_number) == (S.ESME_RTHROTTLED, 4)
+        assert sim.bind_attempts == 1
+        raw.send(encode_simple(C.UNBIND, 0, 5))
+        assert (await raw.recv()).command_id == C.UNBIND_RESP
+        assert sim.unbinds_received == 1
+        raw.close()
+
+
+def self_signed(tmp: Path) -> tuple[ssl.SSLContext, ssl.SSLContext]:
+    """(server, client) TLS contexts around a throwaway certificate for 127.0.0.1."""
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is not installed")
+    cert, key = tmp / "cert.pem", tmp / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost",
+         "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True, timeout=60,
+    )
+    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server.load_cert_chain(cert, key)
+    client = ssl.create_default_context(cafile=str(cert))
+    return server, client
+
+
+async def test_tls_listener(tmp_path: Path) -> None:
+    server_tls, client_tls = self_signed(tmp_path)
+    async with CarrierSim(SimConfig(port=0, tls=server_tls)) as sim:
+        raw = await RawClient.connect(sim.port, client_tls)
+        assert (await raw.bind()).command_status == 0
+        raw.send(make_pdu(C.SUBMIT_SM, sequence_number=2, short_message=b"over tls"))
+        assert (await raw.recv()).command_id == C.SUBMIT_SM_RESP
+        [submit] = await sim.wait_for_submits(1)
+        assert submit.get_bytes("short_message") == b"over tls"
+        raw.close()
+        # A plain-text client on the TLS port is dropped, and the simulator carries on
+        plain = await RawClient.connect(sim.port)
+        plain.send(encode(make_pdu(C.ENQUIRE_LINK, sequence_number=1)))
+        with pytest.raises((ConnectionError, ssl.SSLError)):
+            await plain.recv()
+        plain.close()

@@ -39,6 +39,7 @@ from .constants import (
     RESPONSE_BIT,
     Command,
     CommandStatus,
+    Tag,
     command_name,
 )
 from .errors import FramingError, PduDecodeError, PduEncodeError
@@ -377,7 +378,7 @@ class Pdu:
         short = self.get_bytes("short_message")
         if short:
             return short
-        payload = self.get_tlv(0x0424)
+        payload = self.get_tlv(Tag.MESSAGE_PAYLOAD)
         return payload if payload is not None else b""
 
 
