@@ -703,7 +703,7 @@ class CarrierSim:
             }
             if pdu.command is C.SUBMIT_MULTI:
                 item["destinations"] = [
-                    (d.address if isinstance(d, SmeAddress) else d.name).decode("latin-1")
+                    (d.addr if isinstance(d, SmeAddress) else d.name).decode("latin-1")
                     for d in pdu.destinations()
                 ]
             else:

@@ -64,7 +64,7 @@ class SmeAddress(NamedTuple):
 
     ton: int
     npi: int
-    address: bytes
+    addr: bytes
 
 
 class DistributionList(NamedTuple):
@@ -78,7 +78,7 @@ class UnsuccessSme(NamedTuple):
 
     ton: int
     npi: int
-    address: bytes
+    addr: bytes
     error_status_code: int
 
 
@@ -628,7 +628,7 @@ def _encode_dests(value: object, parts: list[bytes]) -> None:
             if not (0 <= dest.ton <= 255 and 0 <= dest.npi <= 255):
                 raise PduEncodeError("dest_address ton/npi must fit one octet")
             parts.append(bytes((DEST_FLAG_SME, dest.ton, dest.npi)))
-            parts.append(_cstring(_ADDR21, dest.address))
+            parts.append(_cstring(_ADDR21, dest.addr))
         elif isinstance(dest, DistributionList):
             parts.append(bytes((DEST_FLAG_DISTRIBUTION_LIST,)))
             parts.append(_cstring(_DL_NAME, dest.name))
@@ -645,7 +645,7 @@ def _encode_unsuccess(value: object, parts: list[bytes]) -> None:
         if not (0 <= item.ton <= 255 and 0 <= item.npi <= 255):
             raise PduEncodeError("unsuccess_sme ton/npi must fit one octet")
         parts.append(bytes((item.ton, item.npi)))
-        parts.append(_cstring(_ADDR21, item.address))
+        parts.append(_cstring(_ADDR21, item.addr))
         if not 0 <= item.error_status_code <= 0xFFFFFFFF:
             raise PduEncodeError("unsuccess_sme error_status_code must fit 4 octets")
         parts.append(_U32.pack(item.error_status_code))
