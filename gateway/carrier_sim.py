@@ -149,6 +149,8 @@ class _Session:
                 await self.writer.drain()
         except (ConnectionError, asyncio.IncompleteReadError, ssl.SSLError) as exc:
             logs.event(log, "sim.connection_lost", logging.INFO, peer=self.peer, error=str(exc))
+        except Exception:  # a bug here must cost one connection, never the simulator
+            log.exception("sim.session_failed")
         finally:
             self.close()
 
@@ -681,7 +683,7 @@ class CarrierSim:
             )
         except ValueError as exc:
             return _http_error(422, "invalid", str(exc))
-        except NoReceiverError as exc:
+        except (NoReceiverError, SmppError) as exc:
             return _http_error(409, "no_receiver", str(exc))
         except (TimeoutError, ConnectionError):
             return _http_error(504, "timeout", "no deliver_sm_resp in time")
