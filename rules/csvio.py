@@ -105,6 +105,32 @@ def format_row(*fields: str) -> str:
     return buf.getvalue()
 
 
+class _ScopeCheck:
+    """`numbers.require_in_scope` for a million rows.
+
+    `numbers.in_scope` asks phonenumbers for the region of each new number
+    (tens of microseconds); an import of unique numbers would spend most of
+    its time there. NANP area codes belong to one region each, so once a
+    number of an area code is placed in an in-scope region (US, CA or a
+    territory), every number of that area code is in scope. Only such
+    positive verdicts are remembered; anything else is checked number by
+    number, so the memo can never let an out-of-scope number through that
+    `require_in_scope` would refuse on its own... except by that NANP fact.
+    """
+
+    def __init__(self) -> None:
+        self._in_scope_npas: set[str] = set()
+
+    def __call__(self, raw: str) -> str:
+        number = numbers.normalize(raw)
+        if number.startswith("+1") and number[2:5] in self._in_scope_npas:
+            return number
+        number = numbers.require_in_scope(raw)
+        if number.startswith("+1") and numbers.region_of(number) in numbers.IN_SCOPE_REGIONS:
+            self._in_scope_npas.add(number[2:5])
+        return number
+
+
 def _columns(header: list[str]) -> tuple[dict[str, int], str | None]:
     names = [h.strip().lower() for h in header]
     index = {name: i for i, name in enumerate(names)}
@@ -132,6 +158,7 @@ def read_rows(lines: Iterable[str]) -> Iterator[CsvRow | CsvError]:
     columns: dict[str, int] = {"phone_number": 0, "inbound_address": 1, "since": 2}
     width: int | None = None  # None: 2 or 3 (headerless)
     address_cache: dict[str, str | DomainError] = {}
+    require_in_scope = _ScopeCheck()
     first = True
     while True:
         try:
@@ -163,7 +190,7 @@ def read_rows(lines: Iterable[str]) -> Iterator[CsvRow | CsvError]:
             yield CsvError(line, f"a field is longer than {MAX_FIELD_CHARS} characters")
             continue
         try:
-            phone = numbers.require_in_scope(fields[columns["phone_number"]])
+            phone = require_in_scope(fields[columns["phone_number"]])
             raw_address = fields[columns["inbound_address"]]
             # A file names a handful of addresses a million times.
             cached = address_cache.get(raw_address)

@@ -335,6 +335,16 @@ class Tx:
             ((r.packed, r.address_id, r.number_key, r.since, r.source.value) for r in rows),
         )
 
+    async def insert_unsubscription_values(
+        self, rows: Iterable[tuple[int, int, int, float, str]]
+    ) -> None:
+        """Bulk insert of (packed, address_id, number_key, since, source)."""
+        await self._conn.executemany(
+            "INSERT INTO unsubscribed (packed, address_id, number_key, since, source) "
+            "VALUES (?, ?, ?, ?, ?)",
+            rows,
+        )
+
     async def delete_unsubscription(self, packed: int) -> bool:
         changed, _ = await self._run("DELETE FROM unsubscribed WHERE packed = ?", (packed,))
         return changed > 0

@@ -1,0 +1,115 @@
+"""The send-time decision: the pure table, then the same rules through the
+service (rule edits apply at once, out-of-scope numbers, two addresses)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from rules import decision
+from rules.decision import DEFAULT_RULE, RuleBook
+from rules.model import ALL_SMS_TYPES, BlockedBy, SmsType, Source
+from rules.service import OptOutService
+
+M, N, V = SmsType.MARKETING, SmsType.NOTIFICATION, SmsType.VERIFICATION
+
+BOOK = RuleBook(
+    addresses={1: "+18005550199", 2: "898211"},
+    rules={1: {"app1": frozenset({M}), "quiet": frozenset()}, 2: {}},
+    defaults={1: frozenset({M, N}), 2: ALL_SMS_TYPES},
+)
+
+# (hits, app, type) -> blocked_by as (address, rule)
+CASES = [
+    ((), "app1", M, []),  # not unsubscribed anywhere
+    ((1,), "app1", M, [("+18005550199", "app1")]),  # the app's own rule
+    ((1,), "app1", N, []),  # the app's rule wins over the wider default
+    ((1,), "app2", N, [("+18005550199", DEFAULT_RULE)]),  # no rule: default
+    ((1,), "app2", V, []),  # the default was narrowed
+    ((1,), "quiet", M, []),  # an empty rule blocks nothing
+    ((2,), "app1", V, [("898211", DEFAULT_RULE)]),  # other address, its own rules
+    ((1, 2), "app1", M, [("+18005550199", "app1"), ("898211", DEFAULT_RULE)]),
+    ((1, 2), "app1", N, [("898211", DEFAULT_RULE)]),
+    ((7,), "app1", V, [("#7", DEFAULT_RULE)]),  # unknown address id: fail closed
+]
+
+
+@pytest.mark.parametrize(("hits", "app", "sms_type", "expected"), CASES)
+def test_decision_table(
+    hits: tuple[int, ...], app: str, sms_type: SmsType, expected: list[tuple[str, str]]
+) -> None:
+    result = decision.decide(hits, app, sms_type, BOOK)
+    assert result.allowed is (not expected)
+    assert result.in_scope
+    assert [(b.inbound_address, b.rule) for b in result.blocked_by] == expected
+
+
+def test_blocked_by_names_the_types_of_the_matching_rule() -> None:
+    result = decision.decide((1,), "app2", M, BOOK)
+    assert result.blocked_by == (BlockedBy("+18005550199", DEFAULT_RULE, frozenset({M, N})),)
+
+
+# --- through the service ---------------------------------------------------------
+
+TOLL_FREE = "+18005550199"
+SHORT = "898211"
+ALICE = "+14155550100"
+
+
+@pytest.fixture
+async def service(tmp_path: Path) -> AsyncIterator[OptOutService]:
+    svc = await OptOutService.open(f"sqlite:///{tmp_path}/d.db")
+    await svc.create_address(TOLL_FREE)
+    await svc.create_address(SHORT)
+    yield svc
+    await svc.close()
+
+
+async def test_rule_edit_applies_at_once_to_already_unsubscribed(
+    service: OptOutService,
+) -> None:
+    await service.handle_mo(TOLL_FREE, ALICE, "STOP")
+    assert not service.decide("app1", N, ALICE).allowed  # default: all types
+
+    await service.create_rule(TOLL_FREE, "app1", [M])
+    assert service.decide("app1", N, ALICE).allowed
+    assert not service.decide("app1", M, ALICE).allowed
+    assert not service.decide("app2", N, ALICE).allowed  # other apps: default
+
+    await service.replace_rule(TOLL_FREE, "app1", [M, N])
+    assert not service.decide("app1", N, ALICE).allowed
+    await service.set_default_rule(TOLL_FREE, [V])
+    assert service.decide("app2", N, ALICE).allowed
+    await service.delete_rule(TOLL_FREE, "app1")
+    assert service.decide("app1", N, ALICE).allowed  # now under the narrowed default
+    assert not service.decide("app1", V, ALICE).allowed
+
+
+async def test_number_unsubscribed_at_two_addresses(service: OptOutService) -> None:
+    await service.unsubscribe(ALICE, TOLL_FREE, source=Source.API)
+    await service.unsubscribe(ALICE, SHORT, source=Source.API)
+    await service.create_rule(TOLL_FREE, "app1", [])
+    result = service.decide("app1", M, ALICE)
+    assert not result.allowed
+    assert [(b.inbound_address, b.rule) for b in result.blocked_by] == [(SHORT, DEFAULT_RULE)]
+
+    await service.resubscribe(ALICE, SHORT, source=Source.API)
+    assert service.decide("app1", M, ALICE).allowed
+    assert not service.decide("app2", M, ALICE).allowed
+
+
+async def test_out_of_scope_and_unknown_numbers(service: OptOutService) -> None:
+    jamaica = "+18765550100"
+    uk = "+442079460958"
+    for number in (jamaica, uk):
+        result = service.decide("app1", M, number)
+        assert result.allowed and not result.in_scope
+    clean = service.decide("app1", M, "+12125550100")
+    assert clean.allowed and clean.in_scope and clean.blocked_by == ()
+
+
+async def test_short_code_subscriber(service: OptOutService) -> None:
+    await service.unsubscribe("12345", TOLL_FREE, source=Source.API)
+    assert not service.decide("app1", M, "12345").allowed
