@@ -26,7 +26,7 @@ class Esme:
         )
         self.timeout = timeout
         self.delivered: queue.Queue[Any] = queue.Queue()
-        self.client.set_message_received_handler(self.delivered.put)
+        self.client.set_message_received_handler(lambda pdu, **_: self.delivered.put(pdu))
 
     def bind(self, kind: str = "trx", system_id: str = "acme", password: str = "secret") -> Any:
         self.client.connect()
