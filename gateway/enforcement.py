@@ -29,7 +29,7 @@ from gateway.smpp import pdu as pdu_codec
 from gateway.smpp.constants import ESM_UDHI, Command, CommandStatus, is_receipt
 from gateway.smpp.errors import SmppError
 from gateway.smpp.framing import Header
-from gateway.smpp.pdu import Pdu, SmeAddress, Tlv, UnsuccessSme
+from gateway.smpp.pdu import DistributionList, Pdu, SmeAddress, Tlv, UnsuccessSme
 from gateway.smpp.text import concat_info, decode_short_message
 from metrics import Metrics
 from rules import numbers
@@ -198,7 +198,7 @@ class SmppEnforcer:
     def _check_multi(
         self, session: ProxySession, pdu: Pdu, raw: bytes, app_id: str, sms_type: SmsType
     ) -> Forward | Answer:
-        allowed: list[object] = []
+        allowed: list[SmeAddress | DistributionList] = []
         blocked: list[SmeAddress] = []
         for dest in pdu.destinations():
             if isinstance(dest, SmeAddress):
@@ -217,7 +217,7 @@ class SmppEnforcer:
             return Answer(pdu_codec.encode(pdu_codec.response_for(
                 pdu, status, message_id=b"", no_unsuccess=len(unsuccess),
                 unsuccess_sme=unsuccess)))
-        pdu.params["dest_address"] = allowed  # type: ignore[assignment]
+        pdu.params["dest_address"] = allowed
         pdu.params["number_of_dests"] = len(allowed)
 
         def add_blocked(resp_raw: bytes) -> bytes:
@@ -228,7 +228,7 @@ class SmppEnforcer:
             if resp.command_status != 0 and not resp.params:
                 return resp_raw
             merged = resp.unsuccess_smes() + unsuccess
-            resp.params["unsuccess_sme"] = merged  # type: ignore[assignment]
+            resp.params["unsuccess_sme"] = merged
             resp.params["no_unsuccess"] = len(merged)
             return pdu_codec.encode(resp)
 

@@ -183,6 +183,20 @@ class Link(asyncio.Protocol):
         self._write(with_sequence(raw, seq), command_id)
         return seq
 
+    def request(self, raw: bytes) -> asyncio.Future[tuple[Header | None, bytes | None]]:
+        """`send_request` for coroutines: a future of `(header, raw)`, or
+        `(None, None)` on timeout or close."""
+        fut: asyncio.Future[tuple[Header | None, bytes | None]] = (
+            asyncio.get_running_loop().create_future()
+        )
+
+        def done(header: Header | None, resp: bytes | None) -> None:
+            if not fut.done():
+                fut.set_result((header, resp))
+
+        self.send_request(raw, done)
+        return fut
+
     def send_oneway(self, raw: bytes) -> None:
         """Send a request that has no response (alert_notification)."""
         seq = self._next_seq()

@@ -26,9 +26,9 @@ import asyncio
 import contextlib
 import logging
 import ssl
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from gateway import logs
 from gateway.config import AccountConfig, Config, parse_hostport
@@ -355,12 +355,9 @@ class ProxySession:
         if upstream is None:
             self._reject(self.sender, header, CommandStatus.ESME_RBINDFAIL)
             return
-        fut: asyncio.Future[tuple[Header | None, bytes | None]] = (
-            asyncio.get_running_loop().create_future()
-        )
-        upstream.send_request(raw, lambda h, r: fut.done() or fut.set_result((h, r)))
         try:
-            resp_header, resp = await asyncio.wait_for(fut, ctx.config.smpp.bind_timeout)
+            resp_header, resp = await asyncio.wait_for(upstream.request(raw),
+                                                       ctx.config.smpp.bind_timeout)
         except TimeoutError:
             resp_header, resp = None, None
         if resp is None or resp_header is None:
@@ -420,11 +417,9 @@ class ProxySession:
         other = self.upstream if link is self.sender else self.sender
         self._closing = True
         if other is not None and self.bind_type is not None:
-            fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-            other.send_request(encode_simple(Command.UNBIND, 0, 0),
-                               lambda h, r: fut.done() or fut.set_result(None))
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(fut, self.ctx.config.smpp.response_timeout)
+                await asyncio.wait_for(other.request(encode_simple(Command.UNBIND, 0, 0)),
+                                       self.ctx.config.smpp.response_timeout)
         link.answer(header, CommandStatus.ESME_ROK)
         self._close("unbind")
 
@@ -456,8 +451,8 @@ class ProxySession:
             if task is not asyncio.current_task():
                 task.cancel()
 
-    def _start_task(self, coro: object) -> None:
-        task = asyncio.ensure_future(coro)  # type: ignore[arg-type]
+    def _start_task(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._task_done)
 

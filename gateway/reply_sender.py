@@ -111,10 +111,9 @@ class _ReplyBind:
             system_type=up.reply_system_type.encode(),
             interface_version=0x34,
         )
-        fut: asyncio.Future[Header | None] = loop.create_future()
-        link.send_request(pdu_codec.encode(bind), lambda h, r: fut.done() or fut.set_result(h))
         try:
-            resp = await asyncio.wait_for(fut, smpp.bind_timeout)
+            resp, _ = await asyncio.wait_for(link.request(pdu_codec.encode(bind)),
+                                             smpp.bind_timeout)
         except TimeoutError:
             resp = None
         if resp is None or resp.command_status != 0:
