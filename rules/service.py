@@ -911,8 +911,8 @@ class OptOutService:
     # --- reply outbox ---
 
     async def pending_replies(self, limit: int = 100) -> list[Reply]:
-        """Unsent replies, oldest first."""
-        limit = _check_limit(limit)
+        """Unsent replies, oldest first (at most `limit`, capped at MAX_PAGE)."""
+        limit = max(1, min(int(limit), MAX_PAGE))
         async with self._store.reading() as tx:
             return await tx.pending_replies(limit)
 

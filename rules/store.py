@@ -76,7 +76,7 @@ PACK_SHIFT = 15
 ADDRESS_ID_LIMIT = 1 << PACK_SHIFT
 """Address ids are packed next to the number key in 15 bits."""
 
-_LOAD_CHUNK = 1 << 18
+_LOAD_CHUNK = 1 << 20
 
 
 def pack(number_key: int, address_id: int) -> int:
@@ -607,20 +607,34 @@ class Store:
 
     async def load_packed(self) -> npt.NDArray[np.int64]:
         """Every `unsubscribed.packed` value, ascending, as one int64 array:
-        the in-memory index's bulk-load input. Reads one integer column in
-        big chunks (the rowid b-tree is already in packed order)."""
+        the in-memory index's bulk-load input.
+
+        Start-up with ten million rows must take seconds (SPEC section 5), and
+        one Python int per row is most of the cost of a plain fetch. So SQLite
+        joins each chunk of values into one text (`group_concat` over an
+        ordered keyset range of the rowid b-tree) and numpy parses it: about
+        twice as fast, and memory stays bounded by the chunk.
+        """
         chunks: list[npt.NDArray[np.int64]] = []
-        async with self.reading():
+        after = -1
+        async with self.reading() as tx:
             try:
-                sql = "SELECT packed FROM unsubscribed ORDER BY packed"
-                async with self._conn.execute(sql) as cur:
-                    while True:
-                        rows = list(await cur.fetchmany(_LOAD_CHUNK))
-                        if not rows:
-                            break
-                        chunks.append(
-                            np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
-                        )
+                while True:
+                    row = await tx._one(
+                        "SELECT group_concat(packed), count(*), max(packed) FROM "
+                        "(SELECT packed FROM unsubscribed WHERE packed > ? "
+                        "ORDER BY packed LIMIT ?)",
+                        (after, _LOAD_CHUNK),
+                    )
+                    if row is None or not row[1]:
+                        break
+                    chunk = np.fromstring(row[0], dtype=np.int64, sep=",")
+                    if len(chunk) != row[1]:
+                        raise StoreUnavailable("store: unsubscribed.packed holds a non-integer")
+                    chunks.append(chunk)
+                    after = int(row[2])
+                    if row[1] < _LOAD_CHUNK:
+                        break
             except _DB_ERRORS as exc:
                 raise StoreUnavailable(f"store: cannot load unsubscriptions: {exc}") from exc
         if not chunks:

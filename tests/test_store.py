@@ -161,7 +161,11 @@ async def test_unopenable_file_is_store_unavailable(tmp_path: Path) -> None:
         await Store.open(url_for(blocker / "s.db"))
 
 
-async def test_load_packed_returns_every_value_in_order(tmp_path: Path) -> None:
+@pytest.mark.parametrize("chunk", [2, 5, 1 << 20])
+async def test_load_packed_returns_every_value_in_order(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, chunk: int
+) -> None:
+    monkeypatch.setattr("rules.store._LOAD_CHUNK", chunk)
     store = await Store.open(url_for(tmp_path / "s.db"))
     values = [pack(k, a) for k in (14155550101, 14155550100, 16045550100) for a in (2, 1)]
     try:
