@@ -30,8 +30,8 @@ from rules.service import OptOutService
 
 log = logging.getLogger("optout.replies")
 
-_RETRY_SECONDS = 5.0
-_PROBE_SECONDS = 5.0
+_RETRY_SECONDS = 2.0
+_PROBE_SECONDS = 2.0
 
 
 def reply_submit(reply: Reply) -> bytes:

@@ -341,3 +341,85 @@ async def test_garbage_and_oversized_length_do_not_disturb_other_sessions(
     resp = await asyncio.to_thread(good.submit, "14155550100", b"still fine")
     assert resp.status == 0
     good.close()
+
+
+# --- flow control and TLS ---------------------------------------------------------------------
+
+
+async def test_full_window_pauses_and_timeouts_answer_the_sender(carrier: CarrierSim) -> None:
+    carrier.config.answer_submits = False  # a carrier that has stopped answering
+    relay = await start_relay(relay_config(carrier.port, window=4, response_timeout=0.3),
+                              carrier)
+    try:
+        peer = await relay.raw()
+        await peer.bind()
+        for _ in range(10):
+            await peer.send(codec.make_pdu(Command.SUBMIT_SM, destination_addr=b"14155550100"))
+        statuses = [(await peer.read_command(Command.SUBMIT_SM_RESP, timeout=10)).command_status
+                    for _ in range(10)]
+        # Every submit is answered (temporary error: the outcome is unknown)...
+        assert statuses == [CommandStatus.ESME_RSYSERR] * 10
+        # ...in windows of 4: reading paused instead of queueing the rest.
+        registry = relay.metrics.registry
+        assert (registry.get_sample_value("optout_window_full_total", {"side": "sender"}) or 0) >= 2
+        assert registry.get_sample_value(
+            "optout_response_timeouts_total", {"side": "upstream"}) == 10
+        (session,) = relay.ctx.sessions.all()
+        assert session.upstream is not None and session.upstream.outstanding == 0
+        peer.close()
+    finally:
+        await stop_relay(relay)
+
+
+def self_signed(tmp: Any) -> tuple[str, str]:
+    import shutil
+    import subprocess
+
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is not installed")
+    cert, key = tmp / "cert.pem", tmp / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost",
+         "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True, timeout=60,
+    )
+    return str(cert), str(key)
+
+
+async def test_tls_on_the_listener_and_the_upstream_leg(tmp_path: Any) -> None:
+    import ssl
+
+    from gateway.server import listener_tls, upstream_tls
+
+    cert, key = self_signed(tmp_path)
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_ctx.load_cert_chain(cert, key)
+    sim = CarrierSim(SimConfig(port=0, credentials=dict(CREDENTIALS), tls=server_ctx))
+    await sim.start()
+    config = parse_config({
+        "smpp": {"listen": "127.0.0.1:0", "tls_cert": cert, "tls_key": key},
+        "upstream": {"address": f"127.0.0.1:{sim.port}", "tls": True, "tls_ca": cert},
+        "accounts": [{"system_id": "acme", "app_id": "1"}],
+    })
+    metrics = Metrics()
+    ctx = RelayContext(config, metrics, PassThrough(), Sessions(), ("127.0.0.1", sim.port),
+                       upstream_tls(config))
+    server = await start_listener(ctx, "127.0.0.1", 0, listener_tls(config))
+    port = server.sockets[0].getsockname()[1]
+    try:
+        client_ctx = ssl.create_default_context(cafile=cert)
+        client_ctx.check_hostname = False  # smpplib wraps without server_hostname
+        esme = Esme("127.0.0.1", port)
+        esme.client._ssl_context = client_ctx
+        await asyncio.to_thread(esme.bind, "trx")
+        resp = await asyncio.to_thread(esme.submit, "14155550100", b"over tls twice")
+        assert resp.status == 0
+        (received,) = await sim.wait_for_submits(1)
+        assert received.get_bytes("short_message") == b"over tls twice"
+        esme.close()
+    finally:
+        server.close()
+        for session in ctx.sessions.all():
+            session.sender.close("test over")
+        await sim.stop()

@@ -1,0 +1,421 @@
+"""The whole sidecar end to end: smpplib as the sender, the bundled simulator
+as the carrier, a real SQLite file, the HTTP API on a real port.
+
+Each test is a story an operator would tell: a phone texts STOP, and the
+sender's next marketing message to it is refused, the phone gets one
+confirmation, and Prometheus shows the block.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from gateway.carrier_sim import CarrierSim, SimConfig
+from gateway.config import Config, parse_config
+from gateway.server import Sidecar
+from gateway.smpp import pdu as codec
+from gateway.smpp.constants import Command, CommandStatus
+from gateway.smpp.pdu import SmeAddress, Tlv
+from metrics import Metrics
+from rules.model import SmsType
+from tests.esme import Esme
+from tests.raw_smpp import RawPeer
+
+INBOUND = "+18005550100"  # the sender's toll-free number
+INBOUND_DIGITS = "18005550100"
+ALICE = "+14155550123"
+ALICE_DIGITS = "14155550123"
+BOB_DIGITS = "14155550124"
+JAMAICA_DIGITS = "18765550100"
+APP = "1400000001"
+TOKEN = "admin-token-123"
+BLOCKED = "blocked"
+ALLOWED = "allowed"
+
+
+@dataclass
+class World:
+    sidecar: Sidecar
+    carrier: CarrierSim
+    http: str
+    db_path: Path
+
+    @property
+    def metrics(self) -> Metrics:
+        return self.sidecar.metrics
+
+    def esme(self) -> Esme:
+        assert self.sidecar.addresses is not None
+        host, port = self.sidecar.addresses.smpp
+        return Esme(host, port)
+
+    async def raw(self) -> RawPeer:
+        assert self.sidecar.addresses is not None
+        return await RawPeer.connect(*self.sidecar.addresses.smpp)
+
+    def submits(self, count: str) -> float:
+        return self.metrics.registry.get_sample_value(
+            "optout_submit_total", {"app_id": APP, "sms_type": "marketing", "decision": count}
+        ) or 0.0
+
+    def confirmations_to(self, digits: str) -> list[codec.Pdu]:
+        return [p for p in self.carrier.received
+                if p.get_bytes("destination_addr") == digits.encode()
+                and p.get_bytes("source_addr") == INBOUND_DIGITS.encode()]
+
+    async def api(self, method: str, path: str, **kw: Any) -> tuple[int, Any]:
+        async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {TOKEN}"}) as s:
+            async with s.request(method, self.http + path, **kw) as resp:
+                if resp.content_type == "application/json":
+                    return resp.status, await resp.json()
+                return resp.status, await resp.text()
+
+
+def world_config(carrier_port: int, db_path: Path, **smpp: Any) -> Config:
+    return parse_config({
+        "smpp": {"listen": "127.0.0.1:0", "service_type_map": {"NTF": "notification"}, **smpp},
+        "upstream": {"address": f"127.0.0.1:{carrier_port}"},
+        "http": {"listen": "127.0.0.1:0",
+                 "tokens": [{"name": "ops", "token": TOKEN, "role": "admin"}]},
+        "store": {"url": f"sqlite:///{db_path}"},
+        "program": {"name": "Acme Alerts", "contact": "help@acme.example"},
+        "accounts": [{"system_id": "acme", "app_id": APP}],
+    })
+
+
+async def start_world(tmp_path: Path, **smpp: Any) -> World:
+    carrier = CarrierSim(SimConfig(port=0))
+    await carrier.start()
+    db_path = tmp_path / "optout.db"
+    sidecar = Sidecar(world_config(carrier.port, db_path, **smpp), metrics=Metrics())
+    addrs = await sidecar.start()
+    assert sidecar.service is not None
+    await sidecar.service.create_address(INBOUND, "Acme alerts (toll-free)")
+    return World(sidecar, carrier, f"http://{addrs.http[0]}:{addrs.http[1]}", db_path)
+
+
+async def stop_world(world: World) -> None:
+    await world.sidecar.stop()
+    await world.carrier.stop()
+
+
+@pytest.fixture
+async def world(tmp_path: Path) -> AsyncIterator[World]:
+    w = await start_world(tmp_path)
+    yield w
+    await stop_world(w)
+
+
+async def bound_trx(world: World) -> Esme:
+    esme = world.esme()
+    await asyncio.to_thread(esme.bind, "trx", "acme", "secret")
+    await world.carrier.wait_for_sessions(1)
+    return esme
+
+
+async def mo(world: World, text: str | bytes, sender: str = ALICE_DIGITS, **kw: Any) -> int:
+    """The carrier delivers an MO; returns the deliver_sm_resp status it got."""
+    return await world.carrier.inject_mo(sender, INBOUND_DIGITS, text, **kw)
+
+
+async def submit(esme: Esme, dest: str, **kw: Any) -> Any:
+    return await asyncio.to_thread(esme.submit, dest, b"Big sale today", **kw)
+
+
+async def wait_for(predicate: Any, timeout: float = 5.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not predicate():
+            await asyncio.sleep(0.01)
+
+
+# --- the core story --------------------------------------------------------------------
+
+
+async def test_stop_blocks_the_next_marketing_submit_and_confirms_once(world: World) -> None:
+    esme = await bound_trx(world)
+    assert (await submit(esme, ALICE_DIGITS)).status == 0  # subscribed: goes through
+    before_carrier = world.carrier.submit_count
+
+    # smpplib (the sender's receiver) gets the MO too; the carrier gets OK only
+    # after the opt-out is committed.
+    status = asyncio.create_task(mo(world, "STOP"))
+    forwarded = await asyncio.to_thread(esme.wait_deliver)
+    assert forwarded.short_message == b"STOP"
+    assert await status == 0
+
+    blocked_before = world.submits(BLOCKED)
+    resp = await submit(esme, ALICE_DIGITS)
+    assert resp.status == 0x45  # ESME_RSUBMITFAIL: permanent, never retried
+    assert world.submits(BLOCKED) == blocked_before + 1
+
+    await wait_for(lambda: len(world.confirmations_to(ALICE_DIGITS)) == 1)
+    (confirmation,) = world.confirmations_to(ALICE_DIGITS)
+    assert b"Acme Alerts" in confirmation.message_bytes()
+    assert b"START" in confirmation.message_bytes()
+    # Only the confirmation reached the carrier after the STOP, not the blocked submit.
+    assert world.carrier.submit_count == before_carrier + 1
+
+    # A repeated STOP is recorded but not confirmed again.
+    assert await mo(world, "stop") == 0
+    await asyncio.to_thread(esme.wait_deliver)
+    status_code, body = await world.api("GET", "/api/v1/records",
+                                        params={"phone_number": ALICE})
+    assert status_code == 200 and len(body["items"]) == 2
+    assert len(world.confirmations_to(ALICE_DIGITS)) == 1
+    esme.close()
+
+
+async def test_rule_change_lets_notifications_through_without_restart(world: World) -> None:
+    esme = await bound_trx(world)
+    assert await mo(world, "STOP") == 0
+    assert (await submit(esme, ALICE_DIGITS, service_type="NTF")).status == 0x45
+
+    code, _ = await world.api("POST", f"/api/v1/inbound-addresses/{INBOUND}/blocking-rules",
+                              json={"app_id": APP, "sms_types": ["marketing"]})
+    assert code == 201
+    assert (await submit(esme, ALICE_DIGITS, service_type="NTF")).status == 0
+    assert (await submit(esme, ALICE_DIGITS)).status == 0x45  # marketing still blocked
+    esme.close()
+
+
+async def test_start_allows_again(world: World) -> None:
+    esme = await bound_trx(world)
+    assert await mo(world, "STOP") == 0
+    assert (await submit(esme, ALICE_DIGITS)).status == 0x45
+    assert await mo(world, "START") == 0
+    assert (await submit(esme, ALICE_DIGITS)).status == 0
+    esme.close()
+
+
+@pytest.mark.parametrize(
+    ("payload", "data_coding"),
+    [
+        ("Stop.", 0),
+        ("ＳＴＯＰ".encode("utf-16-be"), 8),
+        ("Stop texting me", 0),
+        ("arret", 3),
+    ],
+)
+async def test_variants_of_stop_opt_out(world: World, payload: str | bytes,
+                                        data_coding: int) -> None:
+    assert await mo(world, payload, data_coding=data_coding) == 0
+    assert world.sidecar.service is not None
+    assert not world.sidecar.service.decide(APP, SmsType.MARKETING, ALICE).allowed
+
+
+async def test_stop_in_a_udh_concatenated_part_is_read(world: World) -> None:
+    udh = b"\x05\x00\x03\x2a\x01\x01"
+    assert await mo(world, udh + b"STOP", esm_class=0x40) == 0
+    assert world.sidecar.service is not None
+    assert not world.sidecar.service.decide(APP, SmsType.MARKETING, ALICE).allowed
+
+
+async def test_a_receipt_mentioning_stop_changes_nothing(world: World) -> None:
+    text = b"id:abc sub:001 dlvrd:001 submit date:2601011200 done date:2601011200 " \
+           b"stat:DELIVRD err:000 text:STOP"
+    for esm_class in (0x04, 0x44):
+        assert await mo(world, text, esm_class=esm_class) == 0
+    assert world.sidecar.service is not None
+    assert world.sidecar.service.decide(APP, SmsType.MARKETING, ALICE).allowed
+    assert world.sidecar.service.unsubscribed_count() == 0
+
+
+async def test_a_jamaican_stop_changes_nothing(world: World) -> None:
+    esme = await bound_trx(world)
+    assert await mo(world, "STOP", sender=JAMAICA_DIGITS) == 0
+    assert world.sidecar.service is not None
+    assert world.sidecar.service.unsubscribed_count() == 0
+    assert (await submit(esme, JAMAICA_DIGITS)).status == 0
+    out_of_scope = world.metrics.registry.get_sample_value(
+        "optout_submit_out_of_scope_total", {"app_id": APP})
+    assert out_of_scope == 1
+    esme.close()
+
+
+async def test_store_failure_makes_the_carrier_redeliver(world: World) -> None:
+    with sqlite3.connect(world.db_path) as other:
+        other.execute("CREATE TRIGGER broken BEFORE INSERT ON record "
+                      "BEGIN SELECT RAISE(ABORT, 'disk failure'); END")
+    assert await mo(world, "STOP") == CommandStatus.ESME_RX_T_APPN
+    assert world.sidecar.service is not None
+    assert world.sidecar.service.unsubscribed_count() == 0
+    assert world.metrics.registry.get_sample_value(
+        "optout_store_errors_total", {"operation": "handle_mo"}) == 1
+
+    with sqlite3.connect(world.db_path) as other:
+        other.execute("DROP TRIGGER broken")
+    assert await mo(world, "STOP") == 0  # the carrier's redelivery lands
+    assert world.sidecar.service.unsubscribed_count() == 1
+
+
+# --- submit variants ---------------------------------------------------------------------
+
+
+async def test_submit_multi_forwards_only_allowed_destinations(world: World) -> None:
+    assert await mo(world, "STOP") == 0
+    peer = await world.raw()
+    await peer.bind(system_id="acme")
+    multi = codec.make_pdu(
+        Command.SUBMIT_MULTI, source_addr_ton=1, source_addr_npi=1,
+        source_addr=INBOUND_DIGITS.encode(),
+        dest_address=[SmeAddress(1, 1, ALICE_DIGITS.encode()),
+                      SmeAddress(1, 1, BOB_DIGITS.encode())],
+        short_message=b"Big sale",
+    )
+    await peer.send(multi)
+    resp = await peer.read_command(Command.SUBMIT_MULTI_RESP)
+    assert resp.command_status == 0
+    assert [u.addr for u in resp.unsuccess_smes()] == [ALICE_DIGITS.encode()]
+    assert resp.unsuccess_smes()[0].error_status_code == 0x45
+    (forwarded,) = [r for r in world.carrier.received if r.command_id == Command.SUBMIT_MULTI]
+    assert [d.addr for d in forwarded.destinations()] == [BOB_DIGITS.encode()]
+
+    only_alice = codec.make_pdu(
+        Command.SUBMIT_MULTI, dest_address=[SmeAddress(1, 1, ALICE_DIGITS.encode())],
+        short_message=b"Big sale")
+    await peer.send(only_alice)
+    resp = await peer.read_command(Command.SUBMIT_MULTI_RESP)
+    assert resp.command_status == 0x45
+    peer.close()
+
+
+async def test_data_sm_is_checked_like_submit_sm(world: World) -> None:
+    assert await mo(world, "STOP") == 0
+    peer = await world.raw()
+    await peer.bind(system_id="acme")
+    await peer.send(codec.make_pdu(
+        Command.DATA_SM, dest_addr_ton=1, dest_addr_npi=1,
+        destination_addr=ALICE_DIGITS.encode(), tlvs=[Tlv(0x0424, b"Big sale")]))
+    resp = await peer.read_command(Command.DATA_SM_RESP)
+    assert resp.command_status == 0x45
+    assert not [r for r in world.carrier.received if r.command_id == Command.DATA_SM]
+    peer.close()
+
+
+async def test_all_segments_of_a_concatenated_message_share_one_decision(
+    world: World,
+) -> None:
+    esme = await bound_trx(world)
+
+    def part(n: int) -> bytes:
+        return b"\x05\x00\x03\x7f\x02" + bytes([n]) + b"part"
+
+    assert (await submit(esme, ALICE_DIGITS, short_message=part(1), esm_class=0x40)).status == 0
+    assert await mo(world, "STOP") == 0  # the user opts out between the two parts
+    await asyncio.to_thread(esme.wait_deliver)
+    resp = await submit(esme, ALICE_DIGITS, short_message=part(2), esm_class=0x40)
+    assert resp.status == 0  # the second part follows the first part's decision
+    assert (await submit(esme, ALICE_DIGITS)).status == 0x45  # a new message is blocked
+    esme.close()
+
+
+async def test_receipt_mode_accepts_and_sends_rejectd(tmp_path: Path) -> None:
+    world = await start_world(tmp_path, blocked_mode="receipt")
+    try:
+        esme = await bound_trx(world)
+        assert await mo(world, "STOP") == 0
+        await asyncio.to_thread(esme.wait_deliver)  # the forwarded MO
+        await wait_for(lambda: len(world.confirmations_to(ALICE_DIGITS)) == 1)
+        before = world.carrier.submit_count
+        resp = await submit(esme, ALICE_DIGITS, registered_delivery=1)
+        assert resp.status == 0 and resp.message_id
+        receipt = await asyncio.to_thread(esme.wait_deliver)
+        assert b"stat:REJECTD" in receipt.short_message
+        assert resp.message_id in receipt.short_message
+        assert world.carrier.submit_count == before  # the blocked submit stayed here
+        assert not [r for r in world.carrier.received
+                    if r.get_bytes("short_message") == b"Big sale today"
+                    and r.get_bytes("destination_addr") == ALICE_DIGITS.encode()]
+        esme.close()
+    finally:
+        await stop_world(world)
+
+
+# --- one state for the API and the wire -----------------------------------------------------
+
+
+async def test_api_opt_out_blocks_the_next_smpp_submit(world: World) -> None:
+    esme = await bound_trx(world)
+    code, _ = await world.api("POST", "/api/v1/unsubscribed", json={
+        "phone_number": ALICE, "inbound_address": INBOUND, "reason": "asked by phone"})
+    assert code == 201
+    assert (await submit(esme, ALICE_DIGITS)).status == 0x45
+    code, check = await world.api("POST", "/api/v1/check", json={
+        "app_id": APP, "sms_type": "marketing", "phone_number": ALICE})
+    assert code == 200 and check["allowed"] is False
+    esme.close()
+
+
+async def test_smpp_stop_shows_in_the_api_at_once(world: World) -> None:
+    assert await mo(world, "Stop.") == 0
+    code, body = await world.api("GET", "/api/v1/unsubscribed",
+                                 params={"inbound_address": INBOUND})
+    assert code == 200
+    assert [i["phone_number"] for i in body["items"]] == [ALICE]
+    assert body["items"][0]["source"] == "keyword"
+    code, records = await world.api("GET", "/api/v1/records", params={"phone_number": ALICE})
+    assert records["items"][0]["keyword"] == "STOP"
+
+
+async def test_http_mo_confirms_through_the_carrier(world: World) -> None:
+    # No sender is bound yet: the confirmation waits in the store...
+    code, body = await world.api("POST", "/api/v1/mo",
+                                 json={"from": ALICE, "to": INBOUND, "text": "STOP"})
+    assert code == 200 and body["action"] == "opt_out"
+    assert world.confirmations_to(ALICE_DIGITS) == []
+    # ...and goes out as soon as a transmitter-capable session is up.
+    esme = await bound_trx(world)
+    await wait_for(lambda: len(world.confirmations_to(ALICE_DIGITS)) == 1)
+    esme.close()
+
+
+async def test_metrics_endpoint_parses_and_counts(world: World) -> None:
+    esme = await bound_trx(world)
+    assert await mo(world, "STOP") == 0
+    await submit(esme, ALICE_DIGITS)
+    await submit(esme, BOB_DIGITS)
+    async with aiohttp.ClientSession() as s, s.get(world.http + "/metrics") as resp:
+        assert resp.status == 200
+        text = await resp.text()
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text) for s in family.samples
+    }
+    key = (("app_id", APP), ("decision", "blocked"), ("sms_type", "marketing"))
+    assert samples[("optout_submit_total", key)] == 1
+    key = (("app_id", APP), ("decision", "allowed"), ("sms_type", "marketing"))
+    assert samples[("optout_submit_total", key)] == 1
+    assert samples[("optout_mo_total", (("action", "opt_out"), ("inbound_address", INBOUND)))] == 1
+    assert samples[("optout_unsubscribed_numbers", ())] == 1
+    assert samples[("optout_sessions", (("bind_type", "trx"), ("side", "sender")))] == 1
+    assert ("optout_decision_seconds_count", ()) in samples
+    assert ALICE_DIGITS not in text and ALICE not in text
+    esme.close()
+
+
+async def test_readyz_follows_the_carrier(world: World) -> None:
+    esme = await bound_trx(world)
+    async with aiohttp.ClientSession() as s:
+        async with s.get(world.http + "/readyz") as resp:
+            assert resp.status == 200
+        await world.carrier.drop_connections()
+        await world.carrier.stop()
+        await wait_for(lambda: not world.sidecar.sessions.all())
+
+        async def readyz() -> int:
+            async with s.get(world.http + "/readyz") as resp:
+                return resp.status
+
+        async with asyncio.timeout(10):  # the next reachability probe notices
+            while await readyz() != 503:
+                await asyncio.sleep(0.1)
+    esme.close()
