@@ -20,6 +20,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -48,6 +49,8 @@ __all__ = [
 HEADER: Final = ("phone_number", "inbound_address", "since")
 MAX_FIELD_CHARS: Final = 128
 """Longer fields are refused before any parsing (bounded work per row)."""
+
+_E164_NANP: Final = re.compile(r"\+1[2-9][0-9]{2}[2-9][0-9]{6}")
 
 # Unix seconds beyond this are surely milliseconds or garbage (year 2286).
 _MAX_UNIX: Final = 10_000_000_000
@@ -122,7 +125,8 @@ class _ScopeCheck:
         self._in_scope_npas: set[str] = set()
 
     def __call__(self, raw: str) -> str:
-        number = numbers.normalize(raw)
+        # Already E.164 NANP (what exports hold): `normalize` returns it as is.
+        number = raw if _E164_NANP.fullmatch(raw) else numbers.normalize(raw)
         if number.startswith("+1") and number[2:5] in self._in_scope_npas:
             return number
         number = numbers.require_in_scope(raw)
