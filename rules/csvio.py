@@ -116,9 +116,8 @@ class _ScopeCheck:
     its time there. NANP area codes belong to one region each, so once a
     number of an area code is placed in an in-scope region (US, CA or a
     territory), every number of that area code is in scope. Only such
-    positive verdicts are remembered; anything else is checked number by
-    number, so the memo can never let an out-of-scope number through that
-    `require_in_scope` would refuse on its own... except by that NANP fact.
+    positive verdicts are remembered; every other number is checked on its
+    own, so Jamaican (876) or Bahamian (242) numbers are always refused.
     """
 
     def __init__(self) -> None:

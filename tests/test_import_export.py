@@ -147,3 +147,13 @@ async def test_large_import_spans_several_batches(
     assert service.unsubscribed_count() == 1050
     exported = [line async for line in service.export_csv()]
     assert len(exported) == 1051
+
+
+async def test_scope_memo_never_lets_other_nanp_countries_in(service: OptOutService) -> None:
+    lines = ["phone_number,inbound_address\n"] + [
+        f"{n},{TOLL_FREE}\n"
+        for n in ("+14155550100", "+18765550100", "+14155550101", "+18765550101", "+12425550100")
+    ]
+    report = await service.import_csv(lines)
+    assert report.imported == 2
+    assert [line for line, _ in report.errors] == [3, 5, 6]
