@@ -205,6 +205,14 @@ def _description(text: str) -> str:
     return text
 
 
+def _source(value: Source | str) -> Source:
+    try:
+        return Source(value)
+    except ValueError:
+        allowed = ", ".join(s.value for s in Source)
+        raise InvalidValue(f"source must be one of {allowed}") from None
+
+
 def _reason(text: str, default: str) -> str:
     if not isinstance(text, str):
         raise InvalidValue("reason must be a string")
@@ -715,9 +723,10 @@ class OptOutService:
         number is already unsubscribed there."""
         number = numbers.require_in_scope(phone_number)
         target = self._require(inbound_address)
-        why = _reason(reason, f"unsubscribed via {Source(source).value}")
+        source = _source(source)
+        why = _reason(reason, f"unsubscribed via {source.value}")
         return await self._write(
-            self._manual(number, target, Status.UNSUBSCRIBED, Source(source), actor, why)
+            self._manual(number, target, Status.UNSUBSCRIBED, source, actor, why)
         )
 
     async def resubscribe(
@@ -732,9 +741,10 @@ class OptOutService:
         """NotFound if the number is not unsubscribed at that address."""
         number = numbers.normalize(phone_number)
         target = self._require(inbound_address)
-        why = _reason(reason, f"resubscribed via {Source(source).value}")
+        source = _source(source)
+        why = _reason(reason, f"resubscribed via {source.value}")
         return await self._write(
-            self._manual(number, target, Status.SUBSCRIBED, Source(source), actor, why)
+            self._manual(number, target, Status.SUBSCRIBED, source, actor, why)
         )
 
     async def _manual(

@@ -31,6 +31,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import sqlite3
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -480,6 +481,24 @@ class Store:
         self._path = path
         self._lock = asyncio.Lock()
         self._closed = False
+        self._identity = self._file_identity()
+
+    def _file_identity(self) -> tuple[int, int] | None:
+        """(device, inode) of the database file; None for :memory: or gone."""
+        if self._path == ":memory:":
+            return None
+        try:
+            st = os.stat(self._path)
+        except OSError:
+            return None
+        return st.st_dev, st.st_ino
+
+    def _check_file(self) -> None:
+        """SQLite keeps writing to a database file that was deleted or
+        replaced under it, and those commits vanish at the next start. Refuse
+        to commit then, so no change is acknowledged that cannot survive."""
+        if self._path != ":memory:" and self._file_identity() != self._identity:
+            raise StoreUnavailable(f"store file {self._path!r} was removed or replaced while open")
 
     @property
     def path(self) -> str:
@@ -575,6 +594,8 @@ class Store:
                 raise
             try:
                 yield tx
+                if begin != "BEGIN":
+                    self._check_file()
                 await self._conn.execute("COMMIT")
             except BaseException as exc:
                 await self._rollback_quietly()
@@ -646,6 +667,7 @@ class Store:
         try:
             async with self.reading() as tx:
                 await tx._one("SELECT 1")
+            self._check_file()
             return True
         except StoreUnavailable:
             return False

@@ -221,3 +221,15 @@ async def test_write_lock_held_elsewhere_is_store_unavailable(db_path: Path) -> 
         assert not svc2.decide("app", M, ALICE).allowed
     finally:
         await svc2.close()
+
+
+async def test_deleted_database_file_refuses_to_acknowledge(
+    service: OptOutService, db_path: Path
+) -> None:
+    # SQLite would happily commit into the unlinked file; those STOPs would
+    # be gone at the next start, so they must not be acknowledged.
+    db_path.unlink()
+    with pytest.raises(StoreUnavailable, match="removed or replaced"):
+        await service.handle_mo(TOLL_FREE, ALICE, "STOP")
+    assert service.decide("app", M, ALICE).allowed
+    assert not await service.ping()

@@ -416,3 +416,9 @@ async def test_cancelled_caller_does_not_leave_memory_behind_disk(db_url: str) -
         assert again.unsubscribed_count() == len(on_disk) == 1
     finally:
         await again.close()
+
+
+async def test_bad_source_is_invalid(service: OptOutService) -> None:
+    await service.create_address(TOLL_FREE)
+    with pytest.raises(InvalidValue):
+        await service.unsubscribe(ALICE, TOLL_FREE, source="carrier")  # type: ignore[arg-type]
