@@ -422,3 +422,25 @@ async def test_bad_source_is_invalid(service: OptOutService) -> None:
     await service.create_address(TOLL_FREE)
     with pytest.raises(InvalidValue):
         await service.unsubscribe(ALICE, TOLL_FREE, source="carrier")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "program",
+    [ProgramInfo(), ProgramInfo("Acme Pharmacy Alerts", "help@acme-pharmacy.example")],
+)
+def test_default_replies_fit_one_sms(program: ProgramInfo) -> None:
+    from rules.replies import default_replies, fits_one_sms
+
+    replies = default_replies(program)
+    for text in (replies.opt_out, replies.opt_in, replies.help):
+        assert text is not None and fits_one_sms(text), text
+
+
+def test_gsm_length_counts_extension_characters_twice() -> None:
+    from rules.replies import fits_one_sms, gsm7_length
+
+    assert gsm7_length("Reply STOP") == 10
+    assert gsm7_length("{€}") == 6
+    assert gsm7_length("ARRÊT") is None  # needs UCS-2
+    assert fits_one_sms("x" * 160) and not fits_one_sms("x" * 161)
+    assert fits_one_sms("Ê" * 70) and not fits_one_sms("Ê" * 71)
