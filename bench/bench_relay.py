@@ -1,0 +1,430 @@
+"""Relay benchmark (SPEC section 5): what the sidecar's parsing hop costs.
+
+Three separate processes -- the sink SMSC (`bench/sink.py`), the sidecar
+(`optout-sidecar run --config FILE`) and the load generator
+(`bench/loadgen.py`) -- so each has its own event loop and the two cores
+are shared the way they would be in production. Runs, in this order:
+
+1. direct:         load generator -> sink, window W, as fast as it goes
+2. sidecar:        load generator -> sidecar -> sink (blocking on, nobody
+                   unsubscribed: every submit is decided and forwarded)
+3. direct@rate,    both at a fixed --rate (default 5,000 msg/s) for the
+   sidecar@rate:   added-latency target (p99 via sidecar minus p99 direct)
+4. sidecar+unsub:  with --unsubscribed N numbers preloaded into the store
+                   at one inbound address whose default rule blocks all
+                   types; --blocked-share of the destinations (10%) are
+                   unsubscribed, so those submits are answered locally
+                   with 0x45 (counted as completed requests)
+
+and prints one table: throughput, ratio to direct, p50/p99 latency, CPU
+per message of the sidecar. Targets: ratio >= 0.5 at window 64 (with N =
+10 million), added p99 <= 2 ms at 5,000 msg/s.
+
+Usage::
+
+    python bench/bench_relay.py [--window 64] [--seconds 10] [--rate 5000]
+                                [--unsubscribed 0] [--profile DIR]
+
+`--profile DIR` samples the sidecar with py-spy during the full-speed
+sidecar run (flame graph SVG and a raw collapsed-stack file in DIR).
+Every child process is bounded in time and killed on exit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import select
+import signal
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.common import (
+    INBOUND_ADDRESS,
+    UNSUB_BASE,
+    free_port,
+    wait_for_port,
+)
+
+HERE = Path(__file__).resolve().parent
+HOST = "127.0.0.1"
+SYSTEM_ID = "bench"
+PASSWORD = "bench"
+APP_ID = "1400000001"
+_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+# --- child processes -------------------------------------------------------------
+
+
+@dataclass
+class Child:
+    """A child process we must not leave behind."""
+
+    name: str
+    proc: subprocess.Popen[str]
+    log_path: Path | None = None
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def cpu_seconds(self) -> float:
+        """user + system CPU time so far (Linux /proc), for CPU per message."""
+        try:
+            fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return 0.0
+        return (int(fields[11]) + int(fields[12])) / _TICKS
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """SIGTERM, then SIGKILL if it does not exit in time."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+
+
+@contextmanager
+def child(name: str, argv: list[str], *, log_path: Path | None = None,
+          stdout_pipe: bool = False, env: dict[str, str] | None = None) -> Iterator[Child]:
+    """Start `argv`; always terminate it (then kill it) on the way out."""
+    log = open(log_path, "w") if log_path is not None and not stdout_pipe else None  # noqa: SIM115
+    if stdout_pipe:
+        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True, env=env,
+                                start_new_session=True)
+    else:
+        proc = subprocess.Popen(argv, stdout=log or subprocess.DEVNULL, stderr=subprocess.STDOUT,
+                                text=True, env=env, start_new_session=True)
+    c = Child(name, proc, log_path)
+    try:
+        yield c
+    finally:
+        c.stop()
+        if log is not None:
+            log.close()
+        if proc.stdout is not None:
+            proc.stdout.close()
+
+
+def read_line(proc: subprocess.Popen[str], timeout: float) -> str:
+    """One line of the child's stdout, or TimeoutError."""
+    assert proc.stdout is not None
+    ready, _, _ = select.select([proc.stdout], [], [], timeout)
+    if not ready:
+        raise TimeoutError("child printed nothing in time")
+    return proc.stdout.readline().strip()
+
+
+def start_sink(stack: ExitStack, budget: float) -> tuple[Child, int]:
+    sink = stack.enter_context(child(
+        "sink",
+        [sys.executable, str(HERE / "sink.py"), "--listen", f"{HOST}:0",
+         "--max-seconds", str(budget)],
+        stdout_pipe=True,
+    ))
+    line = read_line(sink.proc, 10)
+    if not line.startswith("READY "):
+        raise RuntimeError(f"sink did not start: {line!r}")
+    return sink, int(line.split()[1])
+
+
+def write_config(directory: Path, sink_port: int) -> tuple[Path, int]:
+    """A sidecar config: listener on a free port, the sink upstream, one
+    account for the load generator, the store in `directory`."""
+    smpp_port = free_port()
+    http_port = free_port()
+    db = directory / "bench.db"
+    text = f"""\
+[smpp]
+listen = "{HOST}:{smpp_port}"
+
+[upstream]
+address = "{HOST}:{sink_port}"
+
+[http]
+listen = "{HOST}:{http_port}"
+
+[[http.tokens]]
+name = "bench"
+token = "bench-token-not-secret"
+role = "admin"
+
+[store]
+url = "sqlite:///{db}"
+
+[logging]
+level = "WARNING"
+
+[[accounts]]
+system_id = "{SYSTEM_ID}"
+app_id = "{APP_ID}"
+default_sms_type = "marketing"
+"""
+    path = directory / "sidecar.toml"
+    path.write_text(text)
+    return path, smpp_port
+
+
+@contextmanager
+def sidecar(directory: Path, sink_port: int) -> Iterator[tuple[Child, int, float]]:
+    """Runs `optout-sidecar run` and yields (child, SMPP port, seconds until
+    its SMPP port accepted connections)."""
+    config, port = write_config(directory, sink_port)
+    started = time.monotonic()
+    with child("sidecar", sidecar_argv(config), log_path=directory / "sidecar.log") as proc:
+        try:
+            wait_for_port(HOST, port, timeout=120, alive=proc.alive)
+        except (RuntimeError, TimeoutError):
+            print((directory / "sidecar.log").read_text()[-3000:], file=sys.stderr)
+            raise
+        yield proc, port, time.monotonic() - started
+
+
+def sidecar_argv(config: Path) -> list[str]:
+    exe = Path(sys.executable).with_name("optout-sidecar")
+    if exe.exists():
+        return [str(exe), "run", "--config", str(config)]
+    # Not installed (`pip install -e .` makes the console script): same entry point.
+    return [sys.executable, "-m", "gateway.cli", "run", "--config", str(config)]
+
+
+# --- preloading the store -----------------------------------------------------------
+
+
+def preload(directory: Path, count: int) -> float:
+    """Creates the inbound address through the service (so the row is
+    exactly what the product writes), then inserts `count` unsubscribed
+    numbers straight into the table (as `bench/bench_import.py` does; the
+    CSV import path is ~20x slower). Returns the seconds taken."""
+    from rules.service import OptOutService
+    from rules.store import pack
+
+    db = directory / "bench.db"
+    started = time.perf_counter()
+
+    async def create() -> None:
+        service = await OptOutService.open(f"sqlite:///{db}")
+        try:
+            await service.create_address(INBOUND_ADDRESS, "bench")
+        finally:
+            await service.close()
+
+    asyncio.run(create())
+    conn = sqlite3.connect(db, isolation_level=None)
+    try:
+        (address_id,) = conn.execute(
+            "SELECT id FROM inbound_address WHERE address = ?", (INBOUND_ADDRESS,)).fetchone()
+        conn.execute("PRAGMA synchronous = OFF")
+        conn.execute("BEGIN")
+        chunk = 1_000_000
+        for start in range(0, count, chunk):
+            conn.executemany(
+                "INSERT INTO unsubscribed (packed, address_id, number_key, since, source) "
+                "VALUES (?, ?, ?, 1.7e9, 'import')",
+                ((pack(UNSUB_BASE + i, address_id), address_id, UNSUB_BASE + i)
+                 for i in range(start, min(count, start + chunk))),
+            )
+        conn.execute("COMMIT")
+    finally:
+        conn.close()
+    return time.perf_counter() - started
+
+
+# --- load runs -------------------------------------------------------------------
+
+
+@dataclass
+class Result:
+    label: str
+    data: dict[str, Any] = field(default_factory=dict)
+    sidecar_cpu: float | None = None
+    note: str = ""
+
+    @property
+    def throughput(self) -> float:
+        return float(self.data.get("throughput", 0.0))
+
+
+def run_load(label: str, port: int, args: argparse.Namespace, *, rate: float = 0.0,
+             unsubscribed: int = 0, watch: Child | None = None,
+             profile: Path | None = None) -> Result:
+    argv = [
+        sys.executable, str(HERE / "loadgen.py"), "--port", str(port),
+        "--window", str(args.window), "--seconds", str(args.seconds),
+        "--warmup", str(args.warmup), "--rate", str(rate),
+        "--destinations", str(args.destinations),
+        "--unsubscribed", str(unsubscribed), "--blocked-share", str(args.blocked_share),
+        "--system-id", SYSTEM_ID, "--password", PASSWORD,
+    ]
+    cpu_before = watch.cpu_seconds() if watch is not None else 0.0
+    spy: subprocess.Popen[str] | None = None
+    if profile is not None and watch is not None:
+        spy = start_py_spy(watch, profile, label, args)
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True,
+                              timeout=args.warmup + args.seconds + 60)
+    finally:
+        if spy is not None:
+            try:
+                spy.wait(args.warmup + args.seconds + 30)
+            except subprocess.TimeoutExpired:
+                spy.kill()
+    cpu = watch.cpu_seconds() - cpu_before if watch is not None else None
+    if done.returncode != 0:
+        raise RuntimeError(f"{label}: load generator failed:\n{done.stderr[-3000:]}")
+    if done.stderr.strip():
+        print(f"{label}: {done.stderr.strip()}", file=sys.stderr)
+    result = Result(label, json.loads(done.stdout.strip().splitlines()[-1]), cpu)
+    print(f"  {label}: {result.throughput:,.0f} msg/s, p50 {result.data['p50_us']:,.0f} us, "
+          f"p99 {result.data['p99_us']:,.0f} us", flush=True)
+    return result
+
+
+def start_py_spy(target: Child, directory: Path, label: str,
+                 args: argparse.Namespace) -> subprocess.Popen[str]:
+    """py-spy over the measured part of the run (it starts with the warm-up,
+    so it samples a little of that too). Non-blocking: it does not pause the
+    sidecar to read its stacks, so it perturbs the measurement little."""
+    directory.mkdir(parents=True, exist_ok=True)
+    name = label.replace("@", "-").replace("+", "-")
+    duration = int(args.warmup + args.seconds)
+    return subprocess.Popen(
+        ["py-spy", "record", "--pid", str(target.proc.pid), "--duration", str(duration),
+         "--rate", "250", "--nonblocking", "--format", "raw",
+         "--output", str(directory / f"{name}.txt")],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True,
+    )
+
+
+# --- the report --------------------------------------------------------------------
+
+
+def print_table(results: list[Result], direct: Result, rate_direct: Result | None) -> None:
+    header = (f"{'run':<22}{'msg/s':>10}{'ratio':>8}{'p50 ms':>9}{'p99 ms':>9}"
+              f"{'+p99 ms':>9}{'ok':>10}{'blocked':>9}{'errors':>8}{'sidecar CPU us/msg':>20}")
+    print()
+    print(header)
+    print("-" * len(header))
+    for r in results:
+        d = r.data
+        base = rate_direct if d.get("rate") and rate_direct is not None else direct
+        ratio = r.throughput / base.throughput if base.throughput and r is not base else None
+        added = (d["p99_us"] - base.data["p99_us"]) / 1000 if r is not base else None
+        completed = max(1, int(d.get("completed", 0)))
+        cpu = (f"{r.sidecar_cpu / d['total_completed'] * 1e6:.1f}"
+               if r.sidecar_cpu is not None and d.get("total_completed") else "")
+        print(
+            f"{r.label:<22}{r.throughput:>10,.0f}"
+            f"{(f'{ratio:.2f}' if ratio is not None else '-'):>8}"
+            f"{d['p50_us'] / 1000:>9.2f}{d['p99_us'] / 1000:>9.2f}"
+            f"{(f'{added:+.2f}' if added is not None else '-'):>9}"
+            f"{d['ok']:>10,}{d['blocked']:>9,}{d['errors']:>8,}{cpu:>20}"
+        )
+        if d.get("errors"):
+            print(f"{'':<22}error statuses: {d['error_statuses']} (of {completed:,})")
+        if r.note:
+            print(f"{'':<22}{r.note}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--window", type=int, default=64)
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--warmup", type=float, default=2.0)
+    parser.add_argument("--rate", type=float, default=5000.0,
+                        help="msg/s of the latency runs (0: skip them)")
+    parser.add_argument("--unsubscribed", type=int, default=0,
+                        help="numbers to preload for the blocking run (0: skip it)")
+    parser.add_argument("--blocked-share", type=float, default=0.1,
+                        help="share of destinations that are unsubscribed (blocking run)")
+    parser.add_argument("--destinations", type=int, default=10_000,
+                        help="distinct destination numbers the load generator cycles through")
+    parser.add_argument("--profile", type=Path, default=None,
+                        help="directory for py-spy profiles of the sidecar runs")
+    parser.add_argument("--keep", type=Path, default=None,
+                        help="keep the store, configs and logs in this directory")
+    args = parser.parse_args()
+
+    run_seconds = args.warmup + args.seconds + 15
+    budget = 6 * run_seconds + 600 + args.unsubscribed / 100_000
+    results: list[Result] = []
+    rate_direct: Result | None = None
+    print(f"relay benchmark: window {args.window}, {args.seconds:g} s per run "
+          f"(+{args.warmup:g} s warm-up), {os.cpu_count()} CPUs", flush=True)
+    with ExitStack() as stack:
+        if args.keep is not None:
+            args.keep.mkdir(parents=True, exist_ok=True)
+            work = args.keep
+        else:
+            work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-relay-")))
+        _, sink_port = start_sink(stack, budget)
+
+        direct = run_load("direct", sink_port, args)
+        results.append(direct)
+
+        plain = work / "plain"
+        plain.mkdir(exist_ok=True)
+        with sidecar(plain, sink_port) as (proc, port, ready):
+            print(f"  sidecar (empty store) accepting after {ready:.2f} s", flush=True)
+            results.append(run_load("sidecar", port, args, watch=proc, profile=args.profile))
+            if args.rate:
+                rate_direct = run_load("direct@rate", sink_port, args, rate=args.rate)
+                results.append(rate_direct)
+                results.append(run_load("sidecar@rate", port, args, rate=args.rate, watch=proc))
+
+        if args.unsubscribed:
+            loaded = work / "unsub"
+            loaded.mkdir(exist_ok=True)
+            took = preload(loaded, args.unsubscribed)
+            print(f"  preloaded {args.unsubscribed:,} unsubscribed numbers in {took:.1f} s",
+                  flush=True)
+            with sidecar(loaded, sink_port) as (proc, port, ready):
+                rss = rss_mib(proc)
+                print(f"  sidecar ({args.unsubscribed:,} unsubscribed) accepting after "
+                      f"{ready:.2f} s, RSS {rss:,.0f} MiB", flush=True)
+                label = "sidecar+unsub"
+                r = run_load(label, port, args, unsubscribed=args.unsubscribed, watch=proc,
+                             profile=args.profile)
+                r.note = (f"{args.unsubscribed:,} unsubscribed, "
+                          f"{args.blocked_share:.0%} of destinations blocked; startup "
+                          f"{ready:.2f} s; RSS {rss:,.0f} MiB")
+                results.append(r)
+                if args.rate:
+                    results.append(run_load("sidecar+unsub@rate", port, args, rate=args.rate,
+                                            unsubscribed=args.unsubscribed, watch=proc))
+
+    print_table(results, direct, rate_direct)
+    print()
+    print("ratio: throughput / direct throughput of this invocation (rate runs: / direct@rate); "
+          "+p99: p99 minus the matching direct run's p99; "
+          "sidecar CPU: sidecar process CPU time per completed submit.")
+    return 0
+
+
+def rss_mib(proc: Child) -> float:
+    try:
+        for line in Path(f"/proc/{proc.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
