@@ -53,9 +53,10 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Final, TypeVar
+from typing import Final, TypeVar
 
 from rules import csvio, decision, numbers
+from rules.index import UnsubscribedIndex
 from rules.keywords import DEFAULT_KEYWORDS, classify, validate_keywords
 from rules.mo import plan_mo
 from rules.model import (
@@ -91,9 +92,6 @@ from rules.store import (
     UnsubRow,
     pack,
 )
-
-if TYPE_CHECKING:
-    from rules.index import UnsubscribedIndex
 
 __all__ = ["MAX_PAGE", "ImportReport", "OptOutService", "ProgramInfo"]
 
@@ -280,11 +278,7 @@ class OptOutService:
                 rows = await tx.addresses()
                 rules = await tx.rules()
             packed = await store.load_packed()
-            # TEMPORARY: imported here while rules.index is not committed, so
-            # that importing this module keeps working; move to the top then.
-            from rules.index import UnsubscribedIndex
-
-            index = UnsubscribedIndex.from_packed(packed)
+            index = UnsubscribedIndex.from_sorted_pairs(packed)
         except BaseException:
             await store.close()
             raise
@@ -995,6 +989,8 @@ class OptOutService:
             if len(batch) >= IMPORT_BATCH:
                 await flush()
         await flush()
+        if imported:
+            self._index.compact()  # fold the import into the sorted array now
         log.info(
             "import: %d imported, %d already unsubscribed, %d bad rows",
             imported,

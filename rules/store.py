@@ -44,6 +44,7 @@ import numpy as np
 import numpy.typing as npt
 
 from rules import migrations
+from rules.index import ADDRESS_BITS, MAX_ADDRESS_ID, pack
 from rules.model import (
     Action,
     InvalidValue,
@@ -73,16 +74,11 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-PACK_SHIFT = 15
-ADDRESS_ID_LIMIT = 1 << PACK_SHIFT
-"""Address ids are packed next to the number key in 15 bits."""
+PACK_SHIFT = ADDRESS_BITS
+ADDRESS_ID_LIMIT = MAX_ADDRESS_ID + 1
+"""Address ids are packed next to the number key in 15 bits (`rules.index`)."""
 
 _LOAD_CHUNK = 1 << 20
-
-
-def pack(number_key: int, address_id: int) -> int:
-    """The `unsubscribed.packed` value (same layout as the in-memory index)."""
-    return (number_key << PACK_SHIFT) | address_id
 
 
 def parse_url(url: str) -> str:
@@ -215,9 +211,9 @@ class Tx:
 
     def __init__(self, conn: aiosqlite.Connection) -> None:
         self._conn = conn
-        self._after_commit: list[Callable[[], None]] = []
+        self._after_commit: list[Callable[[], object]] = []
 
-    def after_commit(self, callback: Callable[[], None]) -> None:
+    def after_commit(self, callback: Callable[[], object]) -> None:
         """Run `callback` once COMMIT has succeeded (never on rollback)."""
         self._after_commit.append(callback)
 
