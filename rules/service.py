@@ -583,16 +583,18 @@ class OptOutService:
 
     def decide(self, app_id: str, sms_type: SmsType, number: str) -> Decision:
         """`number` is already normalised (rules.numbers.normalize / from_smpp)."""
-        if not numbers.in_scope(number):
-            return decision.OUT_OF_SCOPE
         try:
             key = numbers.to_key(number)
         except ValueError:
-            return decision.OUT_OF_SCOPE
+            return decision.OUT_OF_SCOPE  # not a number we could ever store
         hits = self._index.addresses_of(key)
-        if not hits:
-            return decision.ALLOWED
-        return decision.decide(hits, app_id, sms_type, self._book)
+        if hits:
+            # Only in-scope numbers are ever stored, so a hit skips the scope
+            # check (a phonenumbers region look-up for an uncached number).
+            return decision.decide(hits, app_id, sms_type, self._book)
+        if not numbers.in_scope(number):
+            return decision.OUT_OF_SCOPE
+        return decision.ALLOWED
 
     # --- MO handling ---
 
