@@ -66,6 +66,7 @@ _ADDRESS_MASK: Final = MAX_ADDRESS_ID
 #: Filter bits per number: ~3% false positives (1 - e^(-1/32)).
 FILTER_BITS_PER_KEY: Final = 32
 _MIN_FILTER_CAPACITY: Final = 65536
+_FILTER_CHUNK: Final = 1 << 20
 #: The overlay is merged into the base when it holds more numbers than this
 #: or len/`_MERGE_FRACTION`, whichever is larger.
 _MIN_MERGE_AT: Final = 4096
@@ -108,7 +109,10 @@ def _as_sorted_unique(packed: npt.ArrayLike) -> Packed:
     if int(array.min()) < 0:
         raise ValueError("packed pair out of range (negative)")
     if not bool(np.all(array[1:] > array[:-1])):
-        array = np.unique(array)  # sorts and drops duplicates
+        array = np.sort(array)  # much faster than np.unique
+        duplicate = array[1:] == array[:-1]
+        if bool(duplicate.any()):
+            array = array[np.concatenate(([True], ~duplicate))]
     return array
 
 
@@ -178,15 +182,26 @@ class UnsubscribedIndex:
         self._merge_at = max(_MIN_MERGE_AT, self._count // _MERGE_FRACTION)
 
     def _rebuild_filter(self) -> None:
-        """A fresh filter sized for the current count (drops stale bits)."""
+        """A fresh filter sized for the current count (drops stale bits).
+
+        Built in chunks straight into the bytearray (through a numpy view),
+        so the temporaries stay a few MB whatever the size: the peak memory
+        of a 10M load stays close to the steady state."""
         self._merge()
         capacity = max(_MIN_FILTER_CAPACITY, self._count)
         m = (FILTER_BITS_PER_KEY * capacity) | 1  # odd modulus: spreads decimal keys
-        bits = np.zeros((m + 7) >> 3, dtype=np.uint8)
-        if self._base.size:
-            h = (self._base >> ADDRESS_BITS) % m
-            np.bitwise_or.at(bits, h >> 3, np.left_shift(1, h & 7).astype(np.uint8))
-        self._bits = bytearray(bits.tobytes())
+        bits = bytearray((m + 7) >> 3)
+        view = np.frombuffer(bits, dtype=np.uint8)
+        base = self._base
+        for start in range(0, base.size, _FILTER_CHUNK):
+            h = base[start : start + _FILTER_CHUNK] >> ADDRESS_BITS
+            np.remainder(h, m, out=h)
+            byte = h >> 3
+            np.bitwise_and(h, 7, out=h)
+            np.left_shift(1, h, out=h)
+            np.bitwise_or.at(view, byte, h.astype(np.uint8))
+        del view  # release the export so nothing pins the buffer
+        self._bits = bits
         self._m = m
         self._filter_capacity = capacity
 

@@ -266,6 +266,7 @@ def test_model_with_a_tiny_merge_threshold(monkeypatch: pytest.MonkeyPatch) -> N
     """The same state machine, merging every few changes."""
     monkeypatch.setattr(index_module, "_MIN_MERGE_AT", 3)
     monkeypatch.setattr(index_module, "_MIN_FILTER_CAPACITY", 4)
+    monkeypatch.setattr(index_module, "_FILTER_CHUNK", 3)
     run_state_machine_as_test(  # type: ignore[no-untyped-call]
         IndexMatchesASet, settings=settings(max_examples=100, stateful_step_count=60, deadline=None)
     )
