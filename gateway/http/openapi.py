@@ -9,6 +9,7 @@ from typing import Any
 
 from gateway.http import schemas
 from gateway.http.routes import API, OPERATIONS, Operation
+from gateway.http.routes_system import CONSOLE_FILES
 
 __all__ = ["build_document"]
 
@@ -30,7 +31,7 @@ _PATH_PARAMS: dict[str, tuple[dict[str, Any], str]] = {
     "inbound_address": (schemas.ADDRESS, "Inbound address, URL-encoded; '+' optional."),
     "phone_number": (schemas.PHONE, "Subscriber number, URL-encoded; '+' optional."),
     "app_id": (schemas.APP_ID, "Application ID."),
-    "name": ({"type": "string", "maxLength": 64}, "File name."),
+    "name": ({"type": "string", "enum": list(CONSOLE_FILES)}, "File name."),
 }
 
 _DESCRIPTION = """\
@@ -81,7 +82,7 @@ def _success(op: Operation) -> dict[str, Any]:
     elif op.operation_id == "openapi":
         content = {"application/json": {"schema": {"type": "object"}}}
     else:
-        content = {op.ok_media: {"schema": {"type": "string"}}}
+        content = {media: {"schema": {"type": "string"}} for media in op.ok_media}
     if op.operation_id == "listRecords":
         content["text/csv"] = {
             "schema": {"type": "string"},

@@ -50,7 +50,7 @@ class Operation:
     access: Access
     ok_status: int = 200
     ok_schema: str | None = None  # component name of the JSON success body
-    ok_media: str = "application/json"
+    ok_media: tuple[str, ...] = ("application/json",)
     body: Body | None = None
     query: Query = schemas.NO_QUERY
     errors: tuple[int, ...] = ()  # besides 400/401/403/413 that follow from access/body
@@ -269,8 +269,9 @@ OPERATIONS: tuple[Operation, ...] = (
         201,
         "Record",
         body=schemas.UNSUBSCRIBE,
-        errors=(404, 422),
-        description="Source `console` when the request carries "
+        errors=(404, 409, 422),
+        description="409 if the number is already unsubscribed there. "
+        "Source `console` when the request carries "
         "`X-Optout-Client: console`, else `api`.",
     ),
     Operation(
@@ -290,7 +291,7 @@ OPERATIONS: tuple[Operation, ...] = (
         f"{API}/records",
         subs.list_records,
         "listRecords",
-        "Opt-out / opt-in history, newest first; format=csv streams every match",
+        "Opt-out / opt-in history, newest first (format=csv: every match, oldest first)",
         _H,
         "read",
         ok_schema="RecordPage",
@@ -351,7 +352,7 @@ OPERATIONS: tuple[Operation, ...] = (
         "Prometheus metrics (text exposition format)",
         _S,
         "probe",
-        ok_media="text/plain",
+        ok_media=("text/plain",),
     ),
     Operation(
         "GET",
@@ -383,7 +384,7 @@ OPERATIONS: tuple[Operation, ...] = (
         "The web console",
         _S,
         "public",
-        ok_media="text/html",
+        ok_media=("text/html",),
     ),
     Operation(
         "GET",
@@ -393,7 +394,7 @@ OPERATIONS: tuple[Operation, ...] = (
         "A file of the web console",
         _S,
         "public",
-        ok_media="application/octet-stream",
+        ok_media=("text/html", "text/javascript", "text/css", "image/svg+xml"),
         errors=(404,),
     ),
 )

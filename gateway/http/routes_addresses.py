@@ -14,7 +14,6 @@ from aiohttp import web
 
 from gateway.http import schemas, views
 from gateway.http.context import actor, body, path_number, service
-from rules import numbers
 from rules.model import Keywords, MatchMode, Replies, SmsType
 
 
@@ -30,9 +29,8 @@ async def list_addresses(request: web.Request) -> web.Response:
 
 async def create_address(request: web.Request) -> web.Response:
     data = await body(request, schemas.ADDRESS_CREATE)
-    address = numbers.require_in_scope(data["address"])
     created = await service(request).create_address(
-        address, data.get("description", ""), actor=actor(request)
+        data["address"], data.get("description", ""), actor=actor(request)
     )
     return web.json_response(views.address(created), status=201)
 

@@ -39,15 +39,14 @@ async def check(request: web.Request) -> web.Response:
 
 async def mo(request: web.Request) -> web.Response:
     data = await body(request, schemas.MO)
-    to = numbers.normalize(data["to"])
-    sender = numbers.normalize(data["from"])
     svc = service(request)
-    outcome = await svc.handle_mo(to, sender, data["text"])
-    m = metrics(request)
+    # Raw values, as the relay passes what the carrier sent: the service
+    # normalises, and answers handled=False for senders it cannot handle.
+    outcome = await svc.handle_mo(data["to"], data["from"], data["text"])
     # Only addresses the store knows become label values (bounded by config).
-    m.mo.labels(
-        inbound_address=to if outcome.handled else "unknown", action=outcome.action.value
-    ).inc()
+    label = numbers.normalize(data["to"]) if outcome.handled else "unknown"
+    m = metrics(request)
+    m.mo.labels(inbound_address=label, action=outcome.action.value).inc()
     m.unsubscribed.set(svc.unsubscribed_count())
     return web.json_response(views.mo_outcome(outcome))
 

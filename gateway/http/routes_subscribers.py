@@ -82,11 +82,9 @@ async def list_unsubscribed(request: web.Request) -> web.Response:
 
 async def add_unsubscribed(request: web.Request) -> web.Response:
     data = await body(request, schemas.UNSUBSCRIBE)
-    phone = numbers.require_in_scope(data["phone_number"])
-    address = numbers.require_in_scope(data["inbound_address"])
     record = await service(request).unsubscribe(
-        phone,
-        address,
+        data["phone_number"],
+        data["inbound_address"],
         source=change_source(request),
         actor=actor(request),
         reason=data.get("reason", ""),
@@ -121,7 +119,9 @@ async def list_records(request: web.Request) -> web.StreamResponse:
         return await _records_csv(request, filters)
     cursor = params.get("cursor")
     items, next_cursor = await _page(
-        service(request).list_records(**filters, limit=params.get("limit", 100), cursor=cursor),
+        service(request).list_records(
+            **filters, limit=params.get("limit", 100), cursor=cursor, newest_first=True
+        ),
         cursor,
     )
     return web.json_response(

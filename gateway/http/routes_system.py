@@ -22,11 +22,12 @@ PING_TIMEOUT = 2.0
 STATIC_FILES_KEY = web.AppKey("static_files", dict)
 OPENAPI_KEY = web.AppKey("openapi", dict)
 
-_CONTENT_TYPES = {
-    ".html": "text/html; charset=utf-8",
-    ".js": "text/javascript; charset=utf-8",
-    ".css": "text/css; charset=utf-8",
-    ".svg": "image/svg+xml",
+#: The console's files and their content types: only these are served.
+CONSOLE_FILES = {
+    "index.html": "text/html; charset=utf-8",
+    "app.js": "text/javascript; charset=utf-8",
+    "app.css": "text/css; charset=utf-8",
+    "favicon.svg": "image/svg+xml",
 }
 
 # The console runs only its own script and styles; nothing from elsewhere,
@@ -46,21 +47,15 @@ _CONSOLE_HEADERS = {
 def load_static_files() -> dict[str, bytes]:
     """The console's files (package data), read once when the app is built."""
     folder = resources.files("gateway.http") / "static"
-    files: dict[str, bytes] = {}
-    for entry in folder.iterdir():
-        suffix = "." + entry.name.rsplit(".", 1)[-1]
-        if entry.is_file() and suffix in _CONTENT_TYPES:
-            files[entry.name] = entry.read_bytes()
-    return files
+    return {name: (folder / name).read_bytes() for name in CONSOLE_FILES}
 
 
 def _static(request: web.Request, name: str) -> web.Response:
     files: dict[str, bytes] = request.app[STATIC_FILES_KEY]
     if name not in files:
         raise web.HTTPNotFound(reason=f"No console file {name[:40]!r}.")
-    content_type = _CONTENT_TYPES["." + name.rsplit(".", 1)[-1]]
     return web.Response(
-        body=files[name], headers={"Content-Type": content_type, **_CONSOLE_HEADERS}
+        body=files[name], headers={"Content-Type": CONSOLE_FILES[name], **_CONSOLE_HEADERS}
     )
 
 

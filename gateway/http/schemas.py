@@ -22,12 +22,16 @@ ADDRESS: dict[str, Any] = {
     "type": "string",
     "minLength": 1,
     "maxLength": 32,
+    "format": "phone",
+    "description": "E.164 (+1...), 10/11 NANP digits, or a 5-6 digit short code.",
     "examples": ["+14155550100", "14155550100", "55555"],
 }
 PHONE: dict[str, Any] = {
     "type": "string",
     "minLength": 1,
     "maxLength": 32,
+    "format": "phone",
+    "description": "E.164, or a North American number as people write it.",
     "examples": ["+14155550199", "(415) 555-0199"],
 }
 APP_ID: dict[str, Any] = {
@@ -285,6 +289,11 @@ RESPONSES: dict[str, dict[str, Any]] = {
                 "description": "False: unknown inbound address, or sender out of scope.",
             },
             "reply": {"type": ["string", "null"], "description": "The auto-reply queued, if any."},
+            "notes": {
+                "type": "array",
+                "items": {"type": "string"},
+                "description": "Why an MO was not handled, or other remarks.",
+            },
         }
     ),
     "WhoAmI": _obj(

@@ -113,6 +113,7 @@ def mo_outcome(o: MoOutcome) -> dict[str, Any]:
         "keyword": o.keyword,
         "handled": o.handled,
         "reply": o.reply.text if o.reply is not None else None,
+        "notes": list(o.notes),
     }
 
 
