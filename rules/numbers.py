@@ -28,12 +28,18 @@ Decisions
   scope: failing closed (handling one number too many) is better than
   dropping a STOP from a newly opened US area code.
 * **SMPP TON.** TON 1 (international) means the digits carry the country
-  code, as SMPP 3.4 section 5.2.5 defines, so ``4155550100`` with TON 1 is a
-  Swiss number. TON 2 (national) is North American national format. TON 0
-  (unknown) is read like free-form input, and 12+ digits (or 11 not starting
-  with 1) are taken as international. TON 3 (network specific) and TON 6
-  (abbreviated) with 5-6 digits are short codes. TON 5 (alphanumeric) is a
-  sender ID, never a subscriber. NPI is informational and ignored.
+  code, as SMPP 3.4 section 5.2.5 defines, so ``41445550100`` with TON 1 is
+  Zurich. Only when that reading is impossible are 10 digits of NANP shape
+  read as +1 (``4155550100`` would be a Swiss number one digit short):
+  carriers do mislabel national numbers, and a dropped STOP is the worst
+  outcome. TON 2 (national) is North American national format. TON 0
+  (unknown) is read like free-form input, and 12+ digits (or 11 not
+  starting with 1) are taken as international. 5-6 digits without a ``+``
+  are a short code whatever the TON (SMSCs label short codes as 0, 1, 3 or
+  6; no subscriber number is that short, and a STOP sent to a short code
+  must not be lost to a label). TON 5 (alphanumeric) is a sender ID, never
+  a subscriber; TON 4 (subscriber number) lacks its area code. NPI is
+  informational and ignored.
 * **Hot path.** `from_smpp` and `in_scope` run for every submit_sm; both are
   bounded LRU caches over pure functions, and plain NANP digit strings skip
   ``phonenumbers.parse`` (the results are equal; a property test checks it).
@@ -248,15 +254,26 @@ def _from_smpp_cached(addr: str | bytes, ton: int) -> str:
     else:
         plus, digits = _digits_only(text)
     n = len(digits)
-    if ton == TON_INTERNATIONAL or plus:
+    if n in (5, 6) and not plus:
+        return digits  # a short code, whatever the TON says
+    if plus:
         return _smpp_international(text, digits)
-    if ton in (TON_NETWORK_SPECIFIC, TON_ABBREVIATED) and n in (5, 6):
-        return digits
+    if ton == TON_INTERNATIONAL:
+        try:
+            return _smpp_international(text, digits)
+        except InvalidNumber:
+            # A North American national number mislabelled international
+            # (seen on US binds): read it as such only when the
+            # international reading is impossible, rather than drop a STOP.
+            nanp = _nanp_fast(digits) if n == 10 else None
+            if nanp is None:
+                raise
+            return nanp
     if ton == TON_NATIONAL:
         if n in (5, 6, 10) or (n == 11 and digits[0] == "1"):
             return _from_digits(text, False, digits)
         raise _bad(text, "not a North American national number (TON 2 expects 10 digits)")
-    if ton == TON_SUBSCRIBER and n not in (5, 6):
+    if ton == TON_SUBSCRIBER:
         raise _bad(text, "a subscriber number (TON 4) without its area code")
     if n > 11 or (n == 11 and digits[0] != "1"):
         return _smpp_international(text, digits)
@@ -269,7 +286,7 @@ def from_smpp(addr: str | bytes, ton: int, npi: int) -> str:
 
     ``("14155550100", 1, 1)``, ``("+14155550100", 1, 1)``,
     ``("4155550100", 2, 1)`` and ``("4155550100", 0, 0)`` all give
-    ``"+14155550100"``. Short codes (TON 3/6, or 5-6 digits) stay digits.
+    ``"+14155550100"``. Short codes (5-6 digits, any TON) stay digits.
     Raises InvalidNumber, e.g. for alphanumeric (TON 5) sender IDs.
     Runs per submit_sm: results are cached (bounded), errors are not.
     """

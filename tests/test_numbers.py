@@ -119,6 +119,8 @@ def test_every_smpp_form_of_one_subscriber_is_the_same_string(
         ("12345", 6, "12345"),
         ("12345", 0, "12345"),
         ("12345", 2, "12345"),
+        ("12345", 1, "12345"),  # some SMSCs label short codes international
+        ("898211", 4, "898211"),
         ("442079460958", 1, "+442079460958"),
         ("442079460958", 0, "+442079460958"),
         ("18765550100", 1, "+18765550100"),
@@ -146,10 +148,17 @@ def test_smpp_addresses_that_are_not_subscribers(addr: str | bytes, ton: int, wh
 
 
 def test_international_ton_means_the_digits_carry_the_country_code() -> None:
-    # SMPP 3.4 5.2.5: TON 1 "4155550100" is +41 55 555 0100 (Switzerland,
-    # one digit short), not San Francisco.
+    # SMPP 3.4 5.2.5: TON 1 digits start with the country code.
+    assert from_smpp("41445550100", 1, 1) == "+41445550100"  # Zurich, not +1 414
+    assert from_smpp("442079460958", 1, 1) == "+442079460958"
+
+
+def test_a_mislabelled_national_number_is_still_read() -> None:
+    # TON 1 "4155550100" would be +41 55 555 0100, one digit short for
+    # Switzerland: impossible, so it is the North American number it looks like.
+    assert from_smpp("4155550100", 1, 1) == "+14155550100"
     with pytest.raises(InvalidNumber):
-        from_smpp("4155550100", 1, 1)
+        from_smpp("4150550100", 1, 1)  # neither reading is possible
 
 
 nanp_national = st.from_regex(r"\A[0-9]{10}\Z", fullmatch=True)
