@@ -224,7 +224,7 @@ async def test_admin_edits_keywords_replies_and_resubscribes(
     assert keywords.opt_out == ("STOP", "ARRET", "BASTA") and keywords.match.value == "exact"
 
     await page.get_by_label("Send opt-in confirmation").uncheck()
-    await page.get_by_label("Help text text").fill("Acme alerts. Call 1-800-555-0100.")
+    await page.get_by_label("Help reply text").fill("Acme alerts. Call 1-800-555-0100.")
     await page.get_by_role("button", name="Save replies").click()
     await expect(page.get_by_role("status")).to_contain_text("Saved the replies")
     replies = await service.get_replies("+14155550100")

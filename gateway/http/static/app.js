@@ -14,7 +14,7 @@
   const REPLY_KINDS = [
     ["opt_out", "Opt-out confirmation", "Sent once when someone texts STOP."],
     ["opt_in", "Opt-in confirmation", "Sent when someone texts START."],
-    ["help", "Help text", "Sent when someone texts HELP: name the program and how to reach you."],
+    ["help", "Help reply", "Sent when someone texts HELP: name the program and how to reach you."],
   ];
   const PAGE_SIZE = 50;
 
@@ -430,7 +430,7 @@
       );
     });
     return table(
-      ["Address", "Description", "App rules", "Default rule blocks", "Added", "Actions"],
+      ["Address", "Description", "#App rules", "Default rule blocks", "Added", "Actions"],
       rows,
       "Inbound addresses",
     );
@@ -465,15 +465,28 @@
     input.focus();
   }
 
-  function table(headers, rows, caption) {
+  /** A table; a header written "#Label" is a right-aligned number column. */
+  function table(headers, rows, caption, className) {
     return h(
       "div",
       { class: "table-wrap" },
       h(
         "table",
-        {},
+        { class: className },
         caption ? h("caption", { class: "visually-hidden" }, caption) : null,
-        h("thead", {}, h("tr", {}, headers.map((t) => h("th", { scope: "col" }, t)))),
+        h(
+          "thead",
+          {},
+          h(
+            "tr",
+            {},
+            headers.map((t) =>
+              t.startsWith("#")
+                ? h("th", { scope: "col", class: "num" }, t.slice(1))
+                : h("th", { scope: "col" }, t),
+            ),
+          ),
+        ),
         h("tbody", {}, rows),
       ),
     );
@@ -631,6 +644,7 @@
         ["Application ID", "Marketing", "Notification", "Verification", admin ? "Actions" : ""],
         [...ruleRows, defaultRow],
         "Blocking rules",
+        "rules",
       ),
       slot,
     );
@@ -694,7 +708,7 @@
       ["opt_in", "Opt-in keywords"],
       ["help", "Help keywords"],
     ].map(([key, label]) => {
-      lists[key] = h("textarea", { rows: 5, readonly: !admin, spellcheck: "false" });
+      lists[key] = h("textarea", { rows: 7, readonly: !admin, spellcheck: "false" });
       lists[key].value = a.keywords[key].join("\n");
       return field(label, lists[key], "One per line; case and punctuation do not matter.").wrap;
     });
@@ -1138,7 +1152,7 @@
       h("td", {}, h("span", { class: `badge status-${r.status}` }, r.status)),
       h("td", {}, h("span", { class: `badge source-${r.source}` }, r.source)),
       h("td", {}, what.length ? what : h("span", { class: "muted" }, "—")),
-      h("td", {}, r.actor || h("span", { class: "muted" }, "—")),
+      h("td", { class: "nowrap" }, r.actor || h("span", { class: "muted" }, "—")),
       h("td", {}, r.reason || h("span", { class: "muted" }, "—")),
     );
   }
