@@ -230,8 +230,7 @@ def _smpp_international(raw: str, digits: str) -> str:
     return _e164(raw, digits)
 
 
-@functools.lru_cache(maxsize=_CACHE_SIZE)
-def _from_smpp_cached(addr: str | bytes, ton: int) -> str:
+def _from_smpp_uncached(addr: str | bytes, ton: int) -> str:
     if isinstance(addr, bytes):
         try:
             text = addr.decode("ascii")
@@ -280,6 +279,7 @@ def _from_smpp_cached(addr: str | bytes, ton: int) -> str:
     return _from_digits(text, False, digits)
 
 
+@functools.lru_cache(maxsize=_CACHE_SIZE)
 def from_smpp(addr: str | bytes, ton: int, npi: int) -> str:
     """An SMPP address (``source_addr``/``destination_addr`` with its TON and
     NPI) as `normalize` would spell the subscriber.
@@ -288,10 +288,11 @@ def from_smpp(addr: str | bytes, ton: int, npi: int) -> str:
     ``("4155550100", 2, 1)`` and ``("4155550100", 0, 0)`` all give
     ``"+14155550100"``. Short codes (5-6 digits, any TON) stay digits.
     Raises InvalidNumber, e.g. for alphanumeric (TON 5) sender IDs.
-    Runs per submit_sm: results are cached (bounded), errors are not.
+    Runs per submit_sm: results are cached (bounded LRU, the function
+    itself, to save a call level), errors are not.
     """
     del npi  # informational only, see the module docstring
-    return _from_smpp_cached(addr, ton)
+    return _from_smpp_uncached(addr, ton)
 
 
 def is_short_code(number: str) -> bool:
@@ -383,10 +384,11 @@ _SHORT_BASE: Final = 10_000_000_000
 _SHORT_END: Final = 11_000_000_000
 
 
+@functools.lru_cache(maxsize=_CACHE_SIZE)
 def to_key(number: str) -> int:
     """A compact integer for a normalised number (its E.164 digits, or a
     reserved range for short codes). Raises ValueError for anything
-    `normalize` cannot have produced."""
+    `normalize` cannot have produced. Cached: it runs per submit_sm."""
     if number.startswith("+") and _is_ascii_digits(number[1:]) and number[1] != "0":
         if number.startswith("+10"):
             raise ValueError(f"not a normalised number: {mask(number)}")
