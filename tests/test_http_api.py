@@ -136,7 +136,7 @@ async def test_viewer_reads_and_checks_but_cannot_change_anything(api: Api) -> N
         token=VIEWER,
     )
     assert check.status == 200
-    writes = [
+    writes: list[tuple[str, str, Any]] = [
         ("POST", "/inbound-addresses", {"address": "+14155550101"}),
         ("PATCH", f"/inbound-addresses/{ADDR_PATH}", {"description": "x"}),
         ("DELETE", f"/inbound-addresses/{ADDR_PATH}", None),
