@@ -303,6 +303,10 @@ def is_short_code(number: str) -> bool:
 def _parse_normalized(number: str) -> PhoneNumber | None:
     if not number.startswith("+"):
         return None
+    if len(number) == 12 and number.startswith("+1") and _is_ascii_digits(number[2:]):
+        # A normalised NANP number needs no parsing (parse costs ~10 us, a
+        # third of an uncached in_scope; campaigns reach millions of numbers).
+        return PhoneNumber(country_code=1, national_number=int(number[2:]))
     try:
         return phonenumbers.parse(number, None)
     except NumberParseException:
