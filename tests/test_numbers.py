@@ -3,6 +3,7 @@ US/Canada only, and errors say what is wrong."""
 
 from __future__ import annotations
 
+import phonenumbers
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -294,3 +295,10 @@ def test_every_short_code_key_round_trips(value: int, length: int) -> None:
 def test_to_key_refuses_unnormalised_input(bad: str) -> None:
     with pytest.raises(ValueError):
         to_key(bad)
+
+
+@given(st.integers(min_value=2_000_000_000, max_value=9_999_999_999))
+def test_nanp_region_lookup_without_parsing_equals_phonenumbers(nsn: int) -> None:
+    number = f"+1{nsn}"
+    expected = phonenumbers.region_code_for_number(phonenumbers.parse(number, None))
+    assert numbers.region_of(number) == expected
