@@ -489,6 +489,30 @@ async def test_records_csv_streams_every_matching_record(api: Api, service: OptO
     assert only_user.text.count("\r\n") == 2
 
 
+async def test_unsubscribed_csv_export_can_be_imported_elsewhere(api: Api, tmp_path: Any) -> None:
+    await add_address(api)
+    await add_address(api, "55555", "Short code")
+    for number, address in [(USER, ADDR), ("+14155550198", ADDR), (USER, "55555")]:
+        await api.post("/unsubscribed", {"phone_number": number, "inbound_address": address})
+
+    export = await api.get("/unsubscribed?format=csv")
+    assert export.status == 200 and export.headers["Content-Type"].startswith("text/csv")
+    lines = export.text.splitlines()
+    assert lines[0] == "phone_number,inbound_address,since"
+    assert len(lines) == 4
+    only_short = await api.get("/unsubscribed?format=csv&inbound_address=55555")
+    assert only_short.text.splitlines()[1:] == [line for line in lines[1:] if ",55555," in line]
+
+    other = await OptOutService.open(f"sqlite:///{tmp_path}/other.db")
+    try:
+        await other.create_address(ADDR)
+        await other.create_address("55555")
+        report = await other.import_csv(lines)
+        assert (report.imported, report.errors) == (3, ())
+    finally:
+        await other.close()
+
+
 async def test_csv_neutralises_spreadsheet_formulas(api: Api, service: OptOutService) -> None:
     await add_address(api)
     await api.post(

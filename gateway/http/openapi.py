@@ -83,10 +83,9 @@ def _success(op: Operation) -> dict[str, Any]:
         content = {"application/json": {"schema": {"type": "object"}}}
     else:
         content = {media: {"schema": {"type": "string"}} for media in op.ok_media}
-    if op.operation_id == "listRecords":
+    if op.operation_id in ("listRecords", "listUnsubscribed"):
         content["text/csv"] = {
             "schema": {"type": "string"},
-            "example": ",".join(("id", "at", "phone_number", "...")),
         }
     return {"description": "OK" if op.ok_status == 200 else "Created", "content": content}
 

@@ -252,7 +252,7 @@ OPERATIONS: tuple[Operation, ...] = (
         f"{API}/unsubscribed",
         subs.list_unsubscribed,
         "listUnsubscribed",
-        "Unsubscribed users, searchable by number and address, paged",
+        "Unsubscribed users, searchable by number and address, paged; format=csv exports",
         _U,
         "read",
         ok_schema="UnsubscribedPage",

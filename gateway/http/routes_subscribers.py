@@ -8,7 +8,7 @@ import csv
 import io
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Sequence
 from typing import Any, TypeVar
 
 from aiohttp import web
@@ -25,8 +25,8 @@ from gateway.http.context import (
 )
 from gateway.http.errors import bad_request
 from gateway.http.validation import parse_time
-from rules import numbers
-from rules.model import InvalidNumber, InvalidValue, Record
+from rules import csvio, numbers
+from rules.model import InvalidNumber, InvalidValue
 
 T = TypeVar("T")
 
@@ -36,6 +36,8 @@ log = logging.getLogger("gateway.http")
 # to be efficient, small enough that an export of millions of records never
 # sits in memory.
 _CSV_CHUNK = 64 * 1024
+# Rows per store read while exporting unsubscribed users.
+_EXPORT_PAGE = 1000
 
 
 def _filter_number(params: dict[str, Any], name: str) -> str | None:
@@ -63,21 +65,45 @@ def _refresh_gauge(request: web.Request) -> None:
     metrics(request).unsubscribed.set(service(request).unsubscribed_count())
 
 
-async def list_unsubscribed(request: web.Request) -> web.Response:
+def _unsubscribed_filters(params: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "inbound_address": _filter_number(params, "inbound_address"),
+        "phone_number": _filter_number(params, "phone_number"),
+    }
+
+
+async def list_unsubscribed(request: web.Request) -> web.StreamResponse:
     params = query(request)
+    filters = _unsubscribed_filters(params)
+    if params.get("format") == "csv":
+        return await stream_csv(
+            request, "optout-unsubscribed", csvio.HEADER, _unsubscribed_rows(request, filters)
+        )
     cursor = params.get("cursor")
     items, next_cursor = await _page(
         service(request).list_unsubscribed(
-            inbound_address=_filter_number(params, "inbound_address"),
-            phone_number=_filter_number(params, "phone_number"),
-            limit=params.get("limit", 100),
-            cursor=cursor,
+            **filters, limit=params.get("limit", 100), cursor=cursor
         ),
         cursor,
     )
     return web.json_response(
         {"items": [views.unsubscription(u) for u in items], "next_cursor": next_cursor}
     )
+
+
+async def _unsubscribed_rows(
+    request: web.Request, filters: dict[str, Any]
+) -> AsyncIterator[list[str]]:
+    """Every matching unsubscription in the import file format (so an
+    export can be re-imported with `optout-sidecar import`), page by page."""
+    svc = service(request)
+    cursor: str | None = None
+    while True:
+        items, cursor = await svc.list_unsubscribed(**filters, limit=_EXPORT_PAGE, cursor=cursor)
+        for u in items:
+            yield [u.phone_number, u.inbound_address, csvio.format_since(u.since)]
+        if cursor is None:
+            return
 
 
 async def add_unsubscribed(request: web.Request) -> web.Response:
@@ -116,7 +142,8 @@ async def list_records(request: web.Request) -> web.StreamResponse:
     params = query(request)
     filters = _record_filters(params)
     if params.get("format") == "csv":
-        return await _records_csv(request, filters)
+        rows = (views.record_csv_row(r) async for r in service(request).iter_records(**filters))
+        return await stream_csv(request, "optout-records", views.RECORD_CSV_COLUMNS, rows)
     cursor = params.get("cursor")
     items, next_cursor = await _page(
         service(request).list_records(
@@ -129,19 +156,24 @@ async def list_records(request: web.Request) -> web.StreamResponse:
     )
 
 
-async def _records_csv(request: web.Request, filters: dict[str, Any]) -> web.StreamResponse:
-    """Stream every matching record as CSV, oldest first, in bounded chunks.
+async def stream_csv(
+    request: web.Request,
+    name: str,
+    header: Sequence[str],
+    rows: AsyncIterator[Sequence[str]],
+) -> web.StreamResponse:
+    """Stream `rows` as a CSV download in bounded chunks, never holding the
+    whole export in memory.
 
-    The first record is read before the response starts, so a store that is
+    The first row is read before the response starts, so a store that is
     down still gets a proper JSON 503 instead of a truncated download.
     """
-    records: AsyncIterator[Record] = service(request).iter_records(**filters)
-    first = await anext(records, None)
+    first = await anext(rows, None)
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     response = web.StreamResponse(
         headers={
             "Content-Type": "text/csv; charset=utf-8",
-            "Content-Disposition": f'attachment; filename="optout-records-{stamp}.csv"',
+            "Content-Disposition": f'attachment; filename="{name}-{stamp}.csv"',
             "Cache-Control": "no-store",
         }
     )
@@ -149,12 +181,12 @@ async def _records_csv(request: web.Request, filters: dict[str, Any]) -> web.Str
     await response.prepare(request)
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\r\n")
-    writer.writerow(views.RECORD_CSV_COLUMNS)
+    writer.writerow(header)
     try:
         if first is not None:
-            writer.writerow(views.record_csv_row(first))
-            async for record in records:
-                writer.writerow(views.record_csv_row(record))
+            writer.writerow(first)
+            async for row in rows:
+                writer.writerow(row)
                 if buffer.tell() >= _CSV_CHUNK:
                     await response.write(buffer.getvalue().encode("utf-8"))
                     buffer.seek(0)

@@ -139,6 +139,12 @@ UNSUBSCRIBED_QUERY = Query(
         Param("phone_number", PHONE, "Only this subscriber."),
         Param("limit", LIMIT, "Page size (1-1000)."),
         Param("cursor", CURSOR, "next_cursor of the previous page."),
+        Param(
+            "format",
+            {"type": "string", "enum": ["json", "csv"], "default": "json"},
+            "csv streams every match in the import file format "
+            "(phone_number,inbound_address,since).",
+        ),
     )
 )
 RECORDS_QUERY = Query(

@@ -947,19 +947,34 @@
     );
     await list.load();
 
+    const current = {
+      phone_number: params.get("phone_number"),
+      inbound_address: params.get("inbound_address"),
+    };
+    const downloadSlot = errorSlot();
+    const download = h("button", { type: "button", class: "secondary" }, "Download CSV");
+    download.addEventListener("click", () =>
+      busy(download.parentElement, downloadSlot, () => downloadCsv("/unsubscribed", current)),
+    );
+
     return h(
       "div",
       { class: "page" },
       h(
         "div",
-        { class: "page-head" },
-        h("h1", {}, "Unsubscribed users"),
+        { class: "page-head with-action" },
         h(
-          "p",
-          { class: "muted" },
-          "End users who opted out, by inbound address. Messages to them are blocked " +
-            "according to the address's blocking rules.",
+          "div",
+          {},
+          h("h1", {}, "Unsubscribed users"),
+          h(
+            "p",
+            { class: "muted" },
+            "End users who opted out, by inbound address. Messages to them are blocked " +
+              "according to the address's blocking rules.",
+          ),
         ),
+        h("div", { class: "head-action" }, download, downloadSlot),
       ),
       isAdmin() ? addUnsubscribedForm(addresses, params.get("inbound_address")) : null,
       h(
@@ -1106,7 +1121,7 @@
     const downloadSlot = errorSlot();
     const download = h("button", { type: "button", class: "secondary" }, "Download CSV");
     download.addEventListener("click", () =>
-      busy(download.parentElement, downloadSlot, () => downloadCsv(current)),
+      busy(download.parentElement, downloadSlot, () => downloadCsv("/records", current)),
     );
 
     return h(
@@ -1158,8 +1173,8 @@
   }
 
   /** Links cannot carry the Authorization header: fetch, then save the blob. */
-  async function downloadCsv(filters) {
-    const resp = await request("GET", `/records${queryString({ ...filters, format: "csv" })}`);
+  async function downloadCsv(path, filters) {
+    const resp = await request("GET", `${path}${queryString({ ...filters, format: "csv" })}`);
     const blob = await resp.blob();
     const disposition = resp.headers.get("Content-Disposition") || "";
     const match = disposition.match(/filename="([^"]+)"/);
