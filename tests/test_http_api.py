@@ -628,3 +628,33 @@ async def test_console_is_served_with_a_strict_content_security_policy(api: Api)
     assert script.status == 200 and "text/javascript" in script.headers["Content-Type"]
     assert_error(await api.get("/static/..%2Fapp.py", token=None, prefix=""), 404)
     assert_error(await api.get("/static/secret.txt", token=None, prefix=""), 404)
+
+
+# --- small parts with a promise of their own ------------------------------------------------
+
+
+def test_token_lookup_compares_every_token_in_constant_time(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from gateway.http import auth
+
+    compared: list[bytes] = []
+    real = auth.hmac.compare_digest
+
+    def counting(a: bytes, b: bytes) -> bool:
+        compared.append(a)
+        return real(a, b)
+
+    monkeypatch.setattr(auth.hmac, "compare_digest", counting)
+    book = auth.TokenBook([ADMIN, VIEWER])
+    assert book.lookup(ADMIN.token) == ADMIN  # a hit on the first token...
+    assert len(compared) == 2  # ...still compares against every token
+    assert book.lookup("nope") is None and len(compared) == 4
+    assert "secret" not in repr(ADMIN)
+
+
+def test_check_app_id_labels_are_bounded() -> None:
+    from gateway.http.context import BoundedLabels
+
+    labels = BoundedLabels(limit=2)
+    assert [labels.admit(a) for a in ("a", "b", "c", "a", "d")] == ["a", "b", "other", "a", "other"]
