@@ -127,6 +127,13 @@
 
   const isAdmin = () => state.me && state.me.role === "admin";
 
+  /** Tells a viewer why there is nothing to click. */
+  function readOnlyNote() {
+    return isAdmin()
+      ? null
+      : h("p", { class: "note" }, "Read-only: your token has the viewer role.");
+  }
+
   // --- API -------------------------------------------------------------------
 
   class ApiError extends Error {
@@ -328,6 +335,7 @@
           { class: "muted" },
           "Numbers and short codes that receive STOP, START and HELP from end users.",
         ),
+        readOnlyNote(),
       ),
       isAdmin() ? addAddressForm() : null,
       h(
@@ -426,11 +434,11 @@
         h("td", { class: "num" }, String(a.rules.length)),
         h("td", {}, typeBadges(a.default_rule.sms_types)),
         h("td", {}, timeEl(a.created_at)),
-        actions,
+        isAdmin() ? actions : null,
       );
     });
     return table(
-      ["Address", "Description", "#App rules", "Default rule blocks", "Added", "Actions"],
+      ["Address", "Description", "#App rules", "Default rule blocks", "Added", ...(isAdmin() ? ["Actions"] : [])],
       rows,
       "Inbound addresses",
     );
@@ -511,6 +519,7 @@
         { class: "page-head" },
         h("h1", { class: "mono" }, a.address),
         h("p", { class: "muted" }, a.description || "No description."),
+        readOnlyNote(),
         h(
           "p",
           {},
@@ -595,7 +604,7 @@
         {},
         h("th", { scope: "row", class: "mono" }, r.app_id),
         boxes.map((b) => h("td", { class: "check" }, b)),
-        actions,
+        admin ? actions : null,
       );
     });
 
@@ -604,30 +613,29 @@
       (t) => `Block ${t} for other apps`,
       !admin,
     );
+    const saveDefault = admin
+      ? h(
+          "td",
+          { class: "actions" },
+          h("button", {
+            type: "button",
+            class: "small",
+            text: "Save",
+            "aria-label": "Save default rule",
+            onclick: () =>
+              act(slot, async () => {
+                await api("PUT", `${base}/default-rule`, { sms_types: checkedTypes(defaultBoxes) });
+                toast("Saved the default rule.");
+              }),
+          }),
+        )
+      : null;
     const defaultRow = h(
       "tr",
       { class: "default-row" },
       h("th", { scope: "row" }, "Every other app ", h("span", { class: "muted" }, "(default rule)")),
       defaultBoxes.map((b) => h("td", { class: "check" }, b)),
-      h(
-        "td",
-        { class: "actions" },
-        admin
-          ? h("button", {
-              type: "button",
-              class: "small",
-              text: "Save",
-              "aria-label": "Save default rule",
-              onclick: () =>
-                act(slot, async () => {
-                  await api("PUT", `${base}/default-rule`, {
-                    sms_types: checkedTypes(defaultBoxes),
-                  });
-                  toast("Saved the default rule.");
-                }),
-            })
-          : null,
-      ),
+      saveDefault,
     );
 
     const card = h(
@@ -641,7 +649,7 @@
           "Checked types are blocked.",
       ),
       table(
-        ["Application ID", "Marketing", "Notification", "Verification", admin ? "Actions" : ""],
+        ["Application ID", "Marketing", "Notification", "Verification", ...(admin ? ["Actions"] : [])],
         [...ruleRows, defaultRow],
         "Blocking rules",
         "rules",
@@ -941,7 +949,7 @@
           })}`,
         ),
       (items) => items.map(unsubscribedRow),
-      ["Phone number", "Inbound address", "Unsubscribed since", "Source", isAdmin() ? "Actions" : ""],
+      ["Phone number", "Inbound address", "Unsubscribed since", "Source", ...(isAdmin() ? ["Actions"] : [])],
       "Unsubscribed users",
       "Nobody matches: no unsubscribed users here.",
     );
@@ -973,6 +981,7 @@
             "End users who opted out, by inbound address. Messages to them are blocked " +
               "according to the address's blocking rules.",
           ),
+          readOnlyNote(),
         ),
         h("div", { class: "head-action" }, download, downloadSlot),
       ),
@@ -1025,7 +1034,7 @@
       h("td", { class: "mono" }, u.inbound_address),
       h("td", {}, timeEl(u.since)),
       h("td", {}, h("span", { class: `badge source-${u.source}` }, u.source)),
-      actions,
+      isAdmin() ? actions : null,
     );
   }
 
