@@ -27,10 +27,23 @@ entry, so the index is built from three parts:
   (O(N) copies: about 0.1 s at 10M pairs, amortised over >78k changes), so
   it never costs more than a byte or two per pair.
 
-Measured on the 2-core development box (``bench/bench_decisions.py``, see
-the README for the current numbers): misses about 4-6 M lookups/s, hits
-about 0.5-1 M/s, ~12-13 bytes RSS per pair, 10M pairs loaded from a packed
-array in about 2 s (sort, filter build).
+Measured with ``bench/bench_decisions.py`` on the shared 2-core
+development box (Python 3.11, numpy 2.4; other jobs running, so rates vary
+by about 2x between runs):
+
+==========================  ==========  ==========  ===========
+pairs                                0   1,000,000   10,000,000
+load from sorted array (s)        0.00        0.05         0.42
+load through SQLite (s)              -        0.43         5.52
+RSS after load (B/pair)              -        13.4         12.1
+peak RSS during load (B/pair)        -        29.4         14.5
+misses (lookups/s)               6.3 M       3.9 M        1.7 M
+hits (lookups/s)                     -       0.75 M       0.39 M
+merge of 2,000 changes (s)       0.001       0.004        0.049
+==========================  ==========  ==========  ===========
+
+At 10M the 40 MB filter no longer fits a cache, so a miss costs one memory
+access; real traffic repeats destinations and does better.
 
 Limits: address ids are below 2**15 and number keys below 2**48 (every
 in-scope key from `rules.numbers.to_key` is below 2**35). `add` refuses
