@@ -56,8 +56,9 @@ run synchronously (tens to hundreds of milliseconds at 10M pairs).
 from __future__ import annotations
 
 import itertools
+import operator
 from collections.abc import Iterable, Iterator, Sequence
-from typing import Final
+from typing import Final, SupportsIndex
 
 import numpy as np
 import numpy.typing as npt
@@ -254,7 +255,11 @@ class UnsubscribedIndex:
         if not isinstance(pair, tuple) or len(pair) != 2:
             return False
         key, address_id = pair
-        return isinstance(key, int) and address_id in self.addresses_of(key)
+        try:
+            key = operator.index(key)  # ints and numpy integers alike
+        except TypeError:
+            return False
+        return address_id in self.addresses_of(key)
 
     def __len__(self) -> int:
         return self._count
@@ -278,8 +283,9 @@ class UnsubscribedIndex:
 
     # --- changes ------------------------------------------------------------------
 
-    def add(self, key: int, address_id: int) -> bool:
+    def add(self, key: SupportsIndex, address_id: SupportsIndex) -> bool:
         """Mark `key` unsubscribed at `address_id`; False if it already was."""
+        key, address_id = operator.index(key), operator.index(address_id)
         pack(key, address_id)  # range check
         current = self.addresses_of(key)
         if address_id in current:
@@ -291,9 +297,10 @@ class UnsubscribedIndex:
         self._after_change()
         return True
 
-    def remove(self, key: int, address_id: int) -> bool:
+    def remove(self, key: SupportsIndex, address_id: int) -> bool:
         """Mark `key` subscribed again at `address_id`; False if it was not
         unsubscribed there."""
+        key = operator.index(key)
         current = self.addresses_of(key)
         if address_id not in current:
             return False

@@ -54,6 +54,17 @@ def test_add_lookup_remove() -> None:
     assert len(index) == 2
 
 
+def test_numpy_integers_are_plain_keys() -> None:
+    index = UnsubscribedIndex()
+    assert index.add(np.int64(ALICE), np.int16(4))
+    assert index.addresses_of(ALICE) == (4,)
+    assert (np.int64(ALICE), 4) in index
+    assert ("+14155550100", 4) not in index
+    assert index.remove(np.int64(ALICE), 4)
+    with pytest.raises(TypeError):
+        index.add(1.5, 1)  # type: ignore[arg-type]
+
+
 def test_changes_survive_a_merge_and_can_be_undone_after_it() -> None:
     index = UnsubscribedIndex()
     index.add(ALICE, 1)
