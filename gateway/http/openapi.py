@@ -161,3 +161,9 @@ def build_document() -> dict[str, Any]:
         },
         "security": [{"bearer": []}],
     }
+
+
+if __name__ == "__main__":  # `python -m gateway.http.openapi > openapi.json`
+    import json
+
+    print(json.dumps(build_document(), indent=2))
