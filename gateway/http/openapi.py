@@ -1,6 +1,10 @@
 """The OpenAPI 3.1 document of the HTTP server, generated from the route
 table (`routes.OPERATIONS`) and the schemas the handlers validate with, so
-it describes exactly what the server does."""
+it describes exactly what the server does.
+
+The server publishes it at `GET /api/v1/openapi.json`; `build_document()`
+returns it for tools that want a file.
+"""
 
 from __future__ import annotations
 
@@ -161,9 +165,3 @@ def build_document() -> dict[str, Any]:
         },
         "security": [{"bearer": []}],
     }
-
-
-if __name__ == "__main__":  # `python -m gateway.http.openapi > openapi.json`
-    import json
-
-    print(json.dumps(build_document(), indent=2))
