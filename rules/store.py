@@ -74,6 +74,16 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+
+def _quiet_aiosqlite() -> None:
+    """aiosqlite logs every statement WITH its parameters at DEBUG: phone
+    numbers and MO text. Unless someone configured its logger on purpose,
+    keep it above DEBUG even when the application runs at DEBUG."""
+    driver_log = logging.getLogger("aiosqlite")
+    if driver_log.level == logging.NOTSET:
+        driver_log.setLevel(logging.INFO)
+
+
 PACK_SHIFT = ADDRESS_BITS
 ADDRESS_ID_LIMIT = MAX_ADDRESS_ID + 1
 """Address ids are packed next to the number key in 15 bits (`rules.index`)."""
@@ -509,6 +519,7 @@ class Store:
         cannot be opened or migrated.
         """
         path = parse_url(url)
+        _quiet_aiosqlite()
         try:
             if path != ":memory:":
                 Path(path).parent.mkdir(parents=True, exist_ok=True)

@@ -178,3 +178,30 @@ async def test_load_packed_returns_every_value_in_order(
         assert list(loaded) == sorted(values)
     finally:
         await store.close()
+
+
+async def test_debug_logging_does_not_leak_numbers(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("DEBUG")
+    store = await Store.open(url_for(tmp_path / "s.db"))
+    try:
+        async with store.transaction() as tx:
+            await tx.insert_record(
+                (
+                    "+14155550177",
+                    "+18005550199",
+                    "unsubscribed",
+                    "api",
+                    1.0,
+                    "",
+                    None,
+                    "STOP please",
+                    None,
+                    None,
+                )
+            )
+    finally:
+        await store.close()
+    assert "4155550177" not in caplog.text
+    assert "STOP please" not in caplog.text
