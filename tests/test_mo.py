@@ -3,6 +3,7 @@ including a store that fails mid-transaction."""
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -233,3 +234,14 @@ async def test_deleted_database_file_refuses_to_acknowledge(
         await service.handle_mo(TOLL_FREE, ALICE, "STOP")
     assert service.decide("app", M, ALICE).allowed
     assert not await service.ping()
+
+
+async def test_concurrent_stops_confirm_once(service: OptOutService) -> None:
+    # A carrier redelivering in parallel, over several binds.
+    outcomes = await asyncio.gather(
+        *(service.handle_mo(TOLL_FREE, ALICE, "STOP") for _ in range(10))
+    )
+    assert sum(o.reply is not None for o in outcomes) == 1
+    assert sum(o.record is not None for o in outcomes) == 10
+    assert len(await service.pending_replies()) == 1
+    assert service.unsubscribed_count() == 1
