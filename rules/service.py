@@ -107,7 +107,6 @@ MAX_IMPORT_ERRORS: Final = 10_000
 MAX_APP_ID_CHARS: Final = 64
 MAX_DESCRIPTION_CHARS: Final = 500
 _IMPORT_YIELD_ROWS: Final = 2000
-_UNSUBSCRIBED: Final = Status.UNSUBSCRIBED.value
 _IMPORT: Final = Source.IMPORT.value
 _RECORD_PAGE: Final = 1000
 _EXPORT_PAGE: Final = 5000
@@ -1008,7 +1007,7 @@ class OptOutService:
         # Key order makes every b-tree insert land next to the previous one.
         batch.sort(key=lambda row: row[0])
         unsubs: list[tuple[int, int, int, float, str]] = []
-        records: list[RecordValues] = []
+        records: list[tuple[str, str]] = []
         gone: list[int] = []
         skipped = 0
         async with self._store.transaction() as tx:
@@ -1028,22 +1027,9 @@ class OptOutService:
                     continue
                 last = packed
                 unsubs.append((packed, address_id, key, now if since is None else since, _IMPORT))
-                records.append(
-                    (
-                        phone_number,
-                        address.address,
-                        _UNSUBSCRIBED,
-                        _IMPORT,
-                        now,
-                        "imported",
-                        actor,
-                        None,
-                        None,
-                        None,
-                    )
-                )
+                records.append((phone_number, address.address))
             await tx.insert_unsubscription_values(unsubs)
-            await tx.insert_records(records)
+            await tx.insert_import_records(records, at=now, actor=actor)
 
             def index_them() -> None:
                 add = self._index.add

@@ -29,8 +29,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import logging
+import math
 import os
 import sqlite3
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
@@ -89,6 +91,7 @@ ADDRESS_ID_LIMIT = MAX_ADDRESS_ID + 1
 """Address ids are packed next to the number key in 15 bits (`rules.index`)."""
 
 _LOAD_CHUNK = 1 << 20
+_ROWS_PER_INSERT = 100
 
 
 def parse_url(url: str) -> str:
@@ -212,7 +215,7 @@ def _record_from(row: Any) -> Record:
 
 RecordValues = tuple[str, str, str, str, float, str, str | None, str | None, str | None, str | None]
 """(phone_number, inbound_address, status, source, at, reason, actor,
-raw_text, keyword, carrier_ids): one row for `Tx.insert_records`."""
+raw_text, keyword, carrier_ids): one row for `Tx.insert_record`."""
 
 
 class Tx:
@@ -342,14 +345,53 @@ class Tx:
             ((r.packed, r.address_id, r.number_key, r.since, r.source.value) for r in rows),
         )
 
+    async def _insert_many(self, head: str, row: str, rows: Sequence[Sequence[Any]]) -> None:
+        """`head` + `row` repeated: multi-row VALUES, `_ROWS_PER_INSERT` rows
+        per statement. SQLite's per-statement cost (reset, step, bind
+        bookkeeping) then counts once per hundred rows instead of per row:
+        about twice as fast as executemany of single rows for big imports."""
+        per = _ROWS_PER_INSERT
+        full = len(rows) - len(rows) % per
+        if full:
+            sql = head + ",".join([row] * per)
+            await self._conn.executemany(
+                sql,
+                (
+                    tuple(itertools.chain.from_iterable(rows[i : i + per]))
+                    for i in range(0, full, per)
+                ),
+            )
+        if full < len(rows):
+            rest = rows[full:]
+            await self._run(
+                head + ",".join([row] * len(rest)), tuple(itertools.chain.from_iterable(rest))
+            )
+
     async def insert_unsubscription_values(
-        self, rows: Iterable[tuple[int, int, int, float, str]]
+        self, rows: Sequence[tuple[int, int, int, float, str]]
     ) -> None:
         """Bulk insert of (packed, address_id, number_key, since, source)."""
-        await self._conn.executemany(
-            "INSERT INTO unsubscribed (packed, address_id, number_key, since, source) "
-            "VALUES (?, ?, ?, ?, ?)",
+        await self._insert_many(
+            "INSERT INTO unsubscribed (packed, address_id, number_key, since, source) VALUES ",
+            "(?,?,?,?,?)",
             rows,
+        )
+
+    async def insert_import_records(
+        self, rows: Sequence[tuple[str, str]], *, at: float, actor: str | None
+    ) -> None:
+        """Bulk insert of "unsubscribed by import" records for (phone number,
+        inbound address) pairs, all at `at` by `actor`. The constant columns
+        are SQL literals so each row binds only what differs."""
+        at_literal = repr(float(at))
+        if not math.isfinite(float(at)):
+            raise ValueError(f"record time must be finite, not {at_literal}")
+        await self._insert_many(
+            "INSERT INTO record (phone_number, inbound_address, status, source, at, reason, "
+            "actor) VALUES ",
+            f"(?,?,'{Status.UNSUBSCRIBED.value}','{Source.IMPORT.value}',{at_literal},"
+            f"'imported',?)",
+            [(phone, address, actor) for phone, address in rows],
         )
 
     async def delete_unsubscription(self, packed: int) -> bool:
@@ -395,13 +437,6 @@ class Tx:
         )
         assert rowid is not None
         return rowid
-
-    async def insert_records(self, values: Iterable[RecordValues]) -> None:
-        await self._conn.executemany(
-            "INSERT INTO record (phone_number, inbound_address, status, source, at, reason, "
-            "actor, raw_text, keyword, carrier_ids) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            values,
-        )
 
     async def records(
         self, flt: RecordFilter, *, after: int | None, limit: int, newest_first: bool = False

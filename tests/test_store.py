@@ -10,7 +10,7 @@ import pytest
 
 from rules import migrations
 from rules.model import InvalidValue, Source, Status, StoreUnavailable
-from rules.store import Store, UnsubRow, pack, parse_url
+from rules.store import RecordFilter, Store, UnsubRow, pack, parse_url
 
 
 def url_for(path: Path) -> str:
@@ -205,3 +205,23 @@ async def test_debug_logging_does_not_leak_numbers(
         await store.close()
     assert "4155550177" not in caplog.text
     assert "STOP please" not in caplog.text
+
+
+@pytest.mark.parametrize("rows", [0, 1, 99, 100, 101, 250])
+async def test_multi_row_inserts_write_every_row(tmp_path: Path, rows: int) -> None:
+    store = await Store.open(url_for(tmp_path / "s.db"))
+    try:
+        async with store.transaction() as tx:
+            await tx.insert_unsubscription_values(
+                [(pack(14155550000 + i, 1), 1, 14155550000 + i, 1.0, "import") for i in range(rows)]
+            )
+            await tx.insert_import_records(
+                [(f"+1415555{i:04d}", "+18005550199") for i in range(rows)], at=5.0, actor="o'k"
+            )
+        assert len(await store.load_packed()) == rows
+        async with store.reading() as tx:
+            records = await tx.records(RecordFilter(), after=None, limit=1000)
+        assert len(records) == rows
+        assert all(r.actor == "o'k" and r.at == 5.0 and r.source is Source.IMPORT for r in records)
+    finally:
+        await store.close()
