@@ -106,6 +106,10 @@ MAX_IMPORT_ERRORS: Final = 10_000
 """Bad rows listed in an `ImportReport` (all are counted)."""
 MAX_APP_ID_CHARS: Final = 64
 MAX_DESCRIPTION_CHARS: Final = 500
+MAX_RAW_TEXT_CHARS: Final = 4096
+"""MO text kept in a record: an SMS is at most ~1600 characters (ten
+segments); anything longer is cut so a hostile sender cannot grow the store."""
+MAX_CARRIER_IDS_CHARS: Final = 512
 _IMPORT_YIELD_ROWS: Final = 2000
 _IMPORT: Final = Source.IMPORT.value
 _RECORD_PAGE: Final = 1000
@@ -642,6 +646,9 @@ class OptOutService:
         carrier_ids: str | None,
     ) -> MoOutcome:
         key = numbers.to_key(subscriber)
+        text = text[:MAX_RAW_TEXT_CHARS]
+        if carrier_ids is not None:
+            carrier_ids = carrier_ids[:MAX_CARRIER_IDS_CHARS]
         async with self._store.transaction() as tx:
             try:
                 current = self._current(address)

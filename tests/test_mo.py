@@ -245,3 +245,21 @@ async def test_concurrent_stops_confirm_once(service: OptOutService) -> None:
     assert sum(o.record is not None for o in outcomes) == 10
     assert len(await service.pending_replies()) == 1
     assert service.unsubscribed_count() == 1
+
+
+async def test_huge_mo_text_is_bounded_in_the_record(service: OptOutService) -> None:
+    outcome = await service.handle_mo(TOLL_FREE, ALICE, "STOP " + "x" * 100_000)
+    assert outcome.record is not None and outcome.record.raw_text is not None
+    records, _ = await service.list_records()
+    assert records[0].raw_text is not None and len(records[0].raw_text) <= 4096
+
+
+async def test_new_addresses_get_the_configured_match_mode(db_path: Path) -> None:
+    svc = await OptOutService.open(f"sqlite:///{db_path}", mo_match_default="exact")
+    try:
+        await svc.create_address("+18885550100")
+        assert (await svc.get_keywords("+18885550100")).match == "exact"
+        outcome = await svc.handle_mo("+18885550100", ALICE, "Stop texting me")
+        assert outcome.action is Action.NONE
+    finally:
+        await svc.close()
