@@ -297,6 +297,11 @@ def _validate(config: Config, source: str) -> None:
     u = config.upstream
     if bool(u.reply_system_id) != bool(u.reply_password):
         raise bad("upstream.reply_system_id", "and upstream.reply_password must be given together")
+    # SMPP 3.4 section 4.1: system_id is at most 15 octets, password at most 8.
+    if u.reply_system_id is not None and len(u.reply_system_id.encode()) > 15:
+        raise bad("upstream.reply_system_id", "must be at most 15 characters (SMPP limit)")
+    if u.reply_password is not None and len(u.reply_password.encode()) > 8:
+        raise bad("upstream.reply_password", "must be at most 8 characters (SMPP limit)")
     seen_tokens: set[str] = set()
     for i, t in enumerate(config.http.tokens):
         if t.role not in ("admin", "viewer"):
@@ -316,6 +321,10 @@ def _validate(config: Config, source: str) -> None:
             raise bad(f"accounts[{i}].system_id", f"{a.system_id!r} is configured twice")
         if not a.system_id or len(a.system_id) > 15:
             raise bad(f"accounts[{i}].system_id", "must be 1 to 15 characters (SMPP limit)")
+        if a.upstream_system_id is not None and len(a.upstream_system_id.encode()) > 15:
+            raise bad(f"accounts[{i}].upstream_system_id", "must be at most 15 characters")
+        if a.upstream_password is not None and len(a.upstream_password.encode()) > 8:
+            raise bad(f"accounts[{i}].upstream_password", "must be at most 8 characters")
         seen_ids.add(a.system_id)
     if config.logging.level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise bad("logging.level", "must be DEBUG, INFO, WARNING or ERROR")

@@ -259,7 +259,7 @@ class SmppEnforcer:
 
     # --- carrier deliveries ---------------------------------------------------------
 
-    async def check_deliver(self, session: ProxySession, header: Header, raw: bytes) -> Deliver:
+    async def check_deliver(self, system_id: str, header: Header, raw: bytes) -> Deliver:
         forward = self.config.smpp.forward_mo
         try:
             pdu = pdu_codec.decode(raw)
@@ -281,7 +281,7 @@ class SmppEnforcer:
         )
         try:
             outcome = await self.service.handle_mo(
-                inbound, sender, text, carrier_ids=_carrier_ids(pdu, session.system_id)
+                inbound, sender, text, carrier_ids=_carrier_ids(pdu, system_id)
             )
         except StoreUnavailable as exc:
             self.metrics.store_errors.labels("handle_mo").inc()

@@ -106,8 +106,9 @@ class Enforcer(Protocol):
     def check_submit(self, session: ProxySession, header: Header, raw: bytes) -> Forward | Answer:
         """Decide a sender's submit_sm / submit_multi / data_sm."""
 
-    async def check_deliver(self, session: ProxySession, header: Header, raw: bytes) -> Deliver:
-        """Handle a carrier deliver_sm / data_sm (MO or receipt) before it is relayed."""
+    async def check_deliver(self, system_id: str, header: Header, raw: bytes) -> Deliver:
+        """Handle a carrier deliver_sm / data_sm (MO or receipt) that arrived on a
+        session of `system_id`, before it is relayed."""
 
 
 class PassThrough:
@@ -116,7 +117,7 @@ class PassThrough:
     def check_submit(self, session: ProxySession, header: Header, raw: bytes) -> Forward | Answer:
         return Forward(raw)
 
-    async def check_deliver(self, session: ProxySession, header: Header, raw: bytes) -> Deliver:
+    async def check_deliver(self, system_id: str, header: Header, raw: bytes) -> Deliver:
         return Deliver(forward=True)
 
 
@@ -276,7 +277,7 @@ class ProxySession:
     async def _deliver(self, header: Header, raw: bytes) -> None:
         upstream = self.upstream
         assert upstream is not None
-        decision = await self.ctx.enforcer.check_deliver(self, header, raw)
+        decision = await self.ctx.enforcer.check_deliver(self.system_id, header, raw)
         if decision.forward and self.bind_type in ("rx", "trx") and not self._closing:
             self._relay_request(upstream, header, raw)
         else:
@@ -447,9 +448,9 @@ class ProxySession:
         self.sender.close(reason)
         if self.upstream is not None:
             self.upstream.close(reason)
-        for task in list(self._tasks):
-            if task is not asyncio.current_task():
-                task.cancel()
+        # Tasks in flight are not cancelled: an MO task may be between the
+        # store's commit and the in-memory index update, and every task is
+        # bounded by a timeout anyway.
 
     def _start_task(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.ensure_future(coro)

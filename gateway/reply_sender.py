@@ -20,7 +20,7 @@ import time
 
 from gateway import logs
 from gateway.link import Link, LinkSettings
-from gateway.proxy import RelayContext
+from gateway.proxy import RelayContext, response_body
 from gateway.smpp import pdu as pdu_codec
 from gateway.smpp.constants import Command, CommandStatus
 from gateway.smpp.framing import Header
@@ -59,38 +59,67 @@ def reply_submit(reply: Reply) -> bytes:
 
 
 class _ReplyBind:
-    """The sidecar's own transmitter session for replies (reply_system_id)."""
+    """The sidecar's own transceiver session (reply_system_id): it sends the
+    replies, and MOs the carrier routes to it are handled like any other MO
+    (keywords, durable state change), then acknowledged. They are not
+    forwarded: no sender owns this session."""
 
     def __init__(self, ctx: RelayContext, on_change: asyncio.Event) -> None:
         self.ctx = ctx
         self.link: Link | None = None
         self.bound = False
         self._on_change = on_change
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._next_attempt = 0.0
 
     # LinkOwner
     def link_request(self, link: Link, header: Header, raw: bytes) -> None:
-        if header.command_id == Command.UNBIND:
+        cmd = header.command_id
+        if cmd == Command.UNBIND:
             link.answer(header, CommandStatus.ESME_ROK)
             link.close("carrier unbound the reply session")
+        elif cmd in (Command.DELIVER_SM, Command.DATA_SM):
+            task = asyncio.create_task(self._deliver(link, header, raw))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        elif cmd in (Command.OUTBIND, Command.ALERT_NOTIFICATION):
+            pass  # no response exists for these
         else:
             link.answer(header, CommandStatus.ESME_RINVBNDSTS)
+
+    async def _deliver(self, link: Link, header: Header, raw: bytes) -> None:
+        system_id = self.ctx.config.upstream.reply_system_id or ""
+        decision = await self.ctx.enforcer.check_deliver(system_id, header, raw)
+        status = decision.status
+        link.answer(header, status, response_body(header.command_id, status))
 
     def link_room(self, link: Link) -> None:
         self._on_change.set()
 
     def link_closed(self, link: Link, reason: str) -> None:
         if self.bound:
-            self.ctx.metrics.sessions.labels("reply", "tx").dec()
+            self.ctx.metrics.sessions.labels("reply", "trx").dec()
         self.bound = False
         self.link = None
         logs.event(log, "reply_bind_closed", reason=reason)
         self._on_change.set()
 
     async def connect(self) -> bool:
+        now = time.monotonic()
+        if now < self._next_attempt:
+            return False  # a carrier that refuses us is not asked again at once
+        self._next_attempt = now + _RETRY_SECONDS
         ctx = self.ctx
         up = ctx.config.upstream
         smpp = ctx.config.smpp
         host, port = ctx.upstream_address
+        bind = pdu_codec.encode(pdu_codec.make_pdu(
+            Command.BIND_TRANSCEIVER,
+            system_id=(up.reply_system_id or "").encode(),
+            password=(up.reply_password or "").encode(),
+            system_type=up.reply_system_type.encode(),
+            interface_version=0x34,
+        ))
         settings = LinkSettings("upstream", smpp.window, smpp.response_timeout,
                                 smpp.enquire_link_interval, smpp.max_pdu_size)
         loop = asyncio.get_running_loop()
@@ -104,15 +133,8 @@ class _ReplyBind:
             logs.event(log, "reply_bind_connect_failed", logging.WARNING, error=str(exc))
             return False
         self.link = link
-        bind = pdu_codec.make_pdu(
-            Command.BIND_TRANSMITTER,
-            system_id=(up.reply_system_id or "").encode(),
-            password=(up.reply_password or "").encode(),
-            system_type=up.reply_system_type.encode(),
-            interface_version=0x34,
-        )
         try:
-            resp, _ = await asyncio.wait_for(link.request(pdu_codec.encode(bind)),
+            resp, _ = await asyncio.wait_for(link.request(bind),
                                              smpp.bind_timeout)
         except TimeoutError:
             resp = None
@@ -122,7 +144,7 @@ class _ReplyBind:
             link.close("reply bind refused")
             return False
         self.bound = True
-        ctx.metrics.sessions.labels("reply", "tx").inc()
+        ctx.metrics.sessions.labels("reply", "trx").inc()
         logs.event(log, "reply_bind_up")
         return True
 

@@ -38,6 +38,7 @@ BOB_DIGITS = "14155550124"
 JAMAICA_DIGITS = "18765550100"
 APP = "1400000001"
 TOKEN = "admin-token-123"
+REPLY_SYSTEM_ID = "optout"
 BLOCKED = "blocked"
 ALLOWED = "allowed"
 
@@ -68,9 +69,11 @@ class World:
         ) or 0.0
 
     def confirmations_to(self, digits: str) -> list[codec.Pdu]:
+        """Auto-replies the carrier got for `digits` (they name the program)."""
         return [p for p in self.carrier.received
                 if p.get_bytes("destination_addr") == digits.encode()
-                and p.get_bytes("source_addr") == INBOUND_DIGITS.encode()]
+                and p.get_bytes("source_addr") == INBOUND_DIGITS.encode()
+                and p.message_bytes().startswith(b"Acme Alerts:")]
 
     async def api(self, method: str, path: str, **kw: Any) -> tuple[int, Any]:
         async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {TOKEN}"}) as s:
@@ -80,10 +83,13 @@ class World:
                 return resp.status, await resp.text()
 
 
-def world_config(carrier_port: int, db_path: Path, **smpp: Any) -> Config:
+def world_config(carrier_port: int, db_path: Path, reply_bind: bool, **smpp: Any) -> Config:
+    upstream: dict[str, Any] = {"address": f"127.0.0.1:{carrier_port}"}
+    if reply_bind:
+        upstream.update(reply_system_id=REPLY_SYSTEM_ID, reply_password="optoutpw")
     return parse_config({
         "smpp": {"listen": "127.0.0.1:0", "service_type_map": {"NTF": "notification"}, **smpp},
-        "upstream": {"address": f"127.0.0.1:{carrier_port}"},
+        "upstream": upstream,
         "http": {"listen": "127.0.0.1:0",
                  "tokens": [{"name": "ops", "token": TOKEN, "role": "admin"}]},
         "store": {"url": f"sqlite:///{db_path}"},
@@ -92,14 +98,19 @@ def world_config(carrier_port: int, db_path: Path, **smpp: Any) -> Config:
     })
 
 
-async def start_world(tmp_path: Path, **smpp: Any) -> World:
+async def start_world(tmp_path: Path, *, reply_bind: bool = True, **smpp: Any) -> World:
+    """A carrier, and a sidecar in front of it. With `reply_bind` the sidecar
+    holds its own transceiver session, so the carrier can deliver MOs (and the
+    sidecar send confirmations) with no sender bound."""
     carrier = CarrierSim(SimConfig(port=0))
     await carrier.start()
     db_path = tmp_path / "optout.db"
-    sidecar = Sidecar(world_config(carrier.port, db_path, **smpp), metrics=Metrics())
+    sidecar = Sidecar(world_config(carrier.port, db_path, reply_bind, **smpp), metrics=Metrics())
     addrs = await sidecar.start()
     assert sidecar.service is not None
     await sidecar.service.create_address(INBOUND, "Acme alerts (toll-free)")
+    if reply_bind:
+        await carrier.wait_for_sessions(1)
     return World(sidecar, carrier, f"http://{addrs.http[0]}:{addrs.http[1]}", db_path)
 
 
@@ -117,14 +128,18 @@ async def world(tmp_path: Path) -> AsyncIterator[World]:
 
 async def bound_trx(world: World) -> Esme:
     esme = world.esme()
+    before = world.carrier.sessions
     await asyncio.to_thread(esme.bind, "trx", "acme", "secret")
-    await world.carrier.wait_for_sessions(1)
+    await world.carrier.wait_for_sessions(before + 1)
     return esme
 
 
-async def mo(world: World, text: str | bytes, sender: str = ALICE_DIGITS, **kw: Any) -> int:
-    """The carrier delivers an MO; returns the deliver_sm_resp status it got."""
-    return await world.carrier.inject_mo(sender, INBOUND_DIGITS, text, **kw)
+async def mo(world: World, text: str | bytes, sender: str = ALICE_DIGITS,
+             system_id: str = REPLY_SYSTEM_ID, **kw: Any) -> int:
+    """The carrier delivers an MO on a session of `system_id` (by default the
+    sidecar's own); returns the deliver_sm_resp status the carrier got."""
+    return await world.carrier.inject_mo(sender, INBOUND_DIGITS, text, system_id=system_id,
+                                         **kw)
 
 
 async def submit(esme: Esme, dest: str, **kw: Any) -> Any:
@@ -147,7 +162,7 @@ async def test_stop_blocks_the_next_marketing_submit_and_confirms_once(world: Wo
 
     # smpplib (the sender's receiver) gets the MO too; the carrier gets OK only
     # after the opt-out is committed.
-    status = asyncio.create_task(mo(world, "STOP"))
+    status = asyncio.create_task(mo(world, "STOP", system_id="acme"))
     forwarded = await asyncio.to_thread(esme.wait_deliver)
     assert forwarded.short_message == b"STOP"
     assert await status == 0
@@ -166,7 +181,6 @@ async def test_stop_blocks_the_next_marketing_submit_and_confirms_once(world: Wo
 
     # A repeated STOP is recorded but not confirmed again.
     assert await mo(world, "stop") == 0
-    await asyncio.to_thread(esme.wait_deliver)
     status_code, body = await world.api("GET", "/api/v1/records",
                                         params={"phone_number": ALICE})
     assert status_code == 200 and len(body["items"]) == 2
@@ -311,7 +325,6 @@ async def test_all_segments_of_a_concatenated_message_share_one_decision(
 
     assert (await submit(esme, ALICE_DIGITS, short_message=part(1), esm_class=0x40)).status == 0
     assert await mo(world, "STOP") == 0  # the user opts out between the two parts
-    await asyncio.to_thread(esme.wait_deliver)
     resp = await submit(esme, ALICE_DIGITS, short_message=part(2), esm_class=0x40)
     assert resp.status == 0  # the second part follows the first part's decision
     assert (await submit(esme, ALICE_DIGITS)).status == 0x45  # a new message is blocked
@@ -323,7 +336,6 @@ async def test_receipt_mode_accepts_and_sends_rejectd(tmp_path: Path) -> None:
     try:
         esme = await bound_trx(world)
         assert await mo(world, "STOP") == 0
-        await asyncio.to_thread(esme.wait_deliver)  # the forwarded MO
         await wait_for(lambda: len(world.confirmations_to(ALICE_DIGITS)) == 1)
         before = world.carrier.submit_count
         resp = await submit(esme, ALICE_DIGITS, registered_delivery=1)
@@ -367,15 +379,35 @@ async def test_smpp_stop_shows_in_the_api_at_once(world: World) -> None:
 
 
 async def test_http_mo_confirms_through_the_carrier(world: World) -> None:
-    # No sender is bound yet: the confirmation waits in the store...
     code, body = await world.api("POST", "/api/v1/mo",
                                  json={"from": ALICE, "to": INBOUND, "text": "STOP"})
     assert code == 200 and body["action"] == "opt_out"
-    assert world.confirmations_to(ALICE_DIGITS) == []
-    # ...and goes out as soon as a transmitter-capable session is up.
-    esme = await bound_trx(world)
     await wait_for(lambda: len(world.confirmations_to(ALICE_DIGITS)) == 1)
-    esme.close()
+    (reply,) = [r for r in world.carrier.records
+                if r.pdu.message_bytes().startswith(b"Acme Alerts:")]
+    assert reply.system_id == REPLY_SYSTEM_ID  # through the sidecar's own bind
+
+
+async def test_confirmation_waits_for_a_sender_session_without_a_reply_bind(
+    tmp_path: Path,
+) -> None:
+    world = await start_world(tmp_path, reply_bind=False)
+    try:
+        # No session to the carrier at all: the confirmation waits in the store...
+        code, body = await world.api("POST", "/api/v1/mo",
+                                     json={"from": ALICE, "to": INBOUND, "text": "STOP"})
+        assert code == 200 and body["action"] == "opt_out"
+        assert world.confirmations_to(ALICE_DIGITS) == []
+        # ...and goes out through the first transmitter-capable sender session.
+        esme = await bound_trx(world)
+        await wait_for(lambda: len(world.confirmations_to(ALICE_DIGITS)) == 1)
+        (reply,) = [r for r in world.carrier.records
+                    if r.pdu.message_bytes().startswith(b"Acme Alerts:")]
+        assert reply.system_id == "acme"
+        assert esme.delivered.empty()  # the sender never sees the reply's response
+        esme.close()
+    finally:
+        await stop_world(world)
 
 
 async def test_metrics_endpoint_parses_and_counts(world: World) -> None:
