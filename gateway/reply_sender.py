@@ -199,8 +199,11 @@ class ReplySender:
                 self.ctx.metrics.store_errors.labels("reply_outbox").inc()
                 logs.event(log, "reply_drain_failed", logging.WARNING, error=repr(exc))
             self._wake.clear()
+            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow the
+            # cancellation that stop() sends when the event fires at that moment.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), _RETRY_SECONDS)
+                async with asyncio.timeout(_RETRY_SECONDS):
+                    await self._wake.wait()
 
     async def _drain(self) -> None:
         if self._own is not None and not self._own.bound:
