@@ -181,11 +181,11 @@ async def _do_import(config: Config, path: str) -> int:
         await service.close()
     for line, message in report.errors[:100]:
         print(f"{path}:{line}: {message}", file=sys.stderr)
-    if len(report.errors) > 100:
-        print(f"... and {len(report.errors) - 100} more bad rows", file=sys.stderr)
+    if report.error_count > 100:
+        print(f"... and {report.error_count - 100} more bad rows", file=sys.stderr)
     print(f"imported {report.imported}, already unsubscribed {report.skipped}, "
-          f"rejected {len(report.errors)}")
-    return 0 if not report.errors else 1
+          f"rejected {report.error_count}")
+    return 0 if not report.error_count else 1
 
 
 def _export(args: argparse.Namespace) -> int:

@@ -19,8 +19,7 @@ _unmask = False
 
 def configure(level: str = "INFO", *, unmask: bool = False) -> None:
     """Send the sidecar's logs to stderr as JSON lines."""
-    global _unmask
-    _unmask = unmask
+    configure_masking(unmask=unmask)
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter())
     root = logging.getLogger()
@@ -29,6 +28,12 @@ def configure(level: str = "INFO", *, unmask: bool = False) -> None:
     # aiohttp's access log repeats what our own events say, with full URLs
     # that can hold phone numbers (e.g. /unsubscribed/{address}/{number}).
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+
+
+def configure_masking(*, unmask: bool) -> None:
+    """Switch masking of numbers and text (`[logging] unmask`)."""
+    global _unmask
+    _unmask = unmask
 
 
 def phone(number: str | bytes | None) -> str:

@@ -163,12 +163,15 @@ class ReplySender:
         self._last_probe = 0.0
 
     @property
+    def upstream_bound(self) -> bool:
+        """A session to the carrier is bound (ours, or one of a sender)."""
+        return (self._own is not None and self._own.bound) or any(
+            s.upstream is not None for s in self.ctx.sessions.all()
+        )
+
+    @property
     def upstream_reachable(self) -> bool:
-        if self._own is not None and self._own.bound:
-            return True
-        if any(s.upstream is not None for s in self.ctx.sessions.all()):
-            return True
-        return self._probe_ok
+        return self.upstream_bound or self._probe_ok
 
     async def start(self) -> None:
         self.service.add_reply_listener(self._wake.set)
@@ -246,9 +249,7 @@ class ReplySender:
 
     async def _probe(self) -> None:
         """Without a bound session, check that the carrier's port answers (for /readyz)."""
-        if (self._own is not None and self._own.bound) or any(
-            s.upstream is not None for s in self.ctx.sessions.all()
-        ):
+        if self.upstream_bound:
             return
         now = time.monotonic()
         if now - self._last_probe < _PROBE_SECONDS:

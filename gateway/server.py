@@ -83,6 +83,8 @@ class Sidecar:
             upstream_ssl=upstream_tls(config),
         )
         self.replies = ReplySender(ctx, service)
+        replies = self.replies
+        self.metrics.upstream_up.set_function(lambda: float(replies.upstream_bound))
         await self.replies.start()
 
         host, port = parse_hostport(config.smpp.listen, "smpp.listen")

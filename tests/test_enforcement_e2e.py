@@ -430,6 +430,7 @@ async def test_metrics_endpoint_parses_and_counts(world: World) -> None:
     assert samples[("optout_unsubscribed_numbers", ())] == 1
     assert samples[("optout_sessions", (("bind_type", "trx"), ("side", "sender")))] == 1
     assert ("optout_decision_seconds_count", ()) in samples
+    assert samples[("optout_upstream_up", ())] == 1
     assert ALICE_DIGITS not in text and ALICE not in text
     esme.close()
 

@@ -423,3 +423,36 @@ async def test_tls_on_the_listener_and_the_upstream_leg(tmp_path: Any) -> None:
         for session in ctx.sessions.all():
             session.sender.close("test over")
         await sim.stop()
+
+
+async def test_nothing_is_left_behind_after_many_sessions(relay: Relay,
+                                                          carrier: CarrierSim) -> None:
+    import os
+
+    def open_fds() -> int:
+        return len(os.listdir("/proc/self/fd"))
+
+    async def one_session(i: int) -> None:
+        peer = await relay.raw()
+        await peer.bind()
+        await peer.send(codec.make_pdu(Command.SUBMIT_SM, destination_addr=b"14155550100"))
+        if i % 3 == 0:
+            peer.close()  # drop with a request in flight
+        elif i % 3 == 1:
+            await peer.read_command(Command.SUBMIT_SM_RESP)
+            await peer.send(codec.make_pdu(Command.UNBIND))
+            await peer.read_command(Command.UNBIND_RESP)
+            peer.close()
+        else:
+            await peer.read_command(Command.SUBMIT_SM_RESP)
+            await carrier.drop_connections()
+            assert await peer.closed()
+
+    await one_session(1)  # warm up lazily created objects
+    await wait_for(lambda: relay.ctx.sessions.all() == [] and carrier.sessions == 0)
+    fds, tasks = open_fds(), len(asyncio.all_tasks())
+    for i in range(30):
+        await one_session(i)
+    await wait_for(lambda: relay.ctx.sessions.all() == [] and carrier.sessions == 0)
+    await wait_for(lambda: open_fds() <= fds and len(asyncio.all_tasks()) <= tasks)
+    assert sessions_gauge(relay.metrics, "sender", "trx") == 0

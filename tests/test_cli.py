@@ -1,0 +1,73 @@
+"""The `optout-sidecar` command as an operator runs it: import an existing
+list, export it back, and `run` on embedded defaults."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+from pathlib import Path
+
+import aiohttp
+
+from rules.service import OptOutService
+
+INBOUND = "+18005550100"
+
+
+def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "gateway.cli", *args], cwd=cwd,
+                          capture_output=True, text=True, timeout=120)
+
+
+async def test_import_reports_bad_rows_by_line_and_export_gives_the_list(tmp_path: Path) -> None:
+    db = tmp_path / "optout.db"
+    service = await OptOutService.open(f"sqlite:///{db}")
+    await service.create_address(INBOUND)
+    await service.close()
+    config = tmp_path / "sidecar.toml"
+    config.write_text(f'[store]\nurl = "sqlite:///{db}"\n')
+    csv = tmp_path / "list.csv"
+    csv.write_text("phone_number,inbound_address,since\n"
+                   "+14155550100,+18005550100,2026-01-02T03:04:05Z\n"
+                   "not-a-number,+18005550100,\n"
+                   "(415) 555-0101,18005550100,\n"
+                   "+18765550100,+18005550100,\n")
+
+    imported = cli("import", str(csv), "--config", str(config), cwd=tmp_path)
+    assert imported.returncode == 1  # some rows were rejected
+    assert "imported 2" in imported.stdout and "rejected 2" in imported.stdout
+    assert f"{csv}:3:" in imported.stderr and f"{csv}:5:" in imported.stderr
+    assert "Jamaica" in imported.stderr
+
+    exported = cli("export", "--config", str(config), cwd=tmp_path)
+    assert exported.returncode == 0
+    lines = exported.stdout.strip().splitlines()
+    assert lines[0].startswith("phone_number,inbound_address,since")
+    assert sorted(line.split(",")[0] for line in lines[1:]) == ["+14155550100", "+14155550101"]
+
+
+async def test_run_on_embedded_defaults_prints_where_to_bind(tmp_path: Path) -> None:
+    config = tmp_path / "ports.toml"
+    # Embedded defaults, only on free ports so the test never collides.
+    config.write_text('[smpp]\nlisten = "127.0.0.1:0"\n[http]\nlisten = "127.0.0.1:0"\n'
+                      f'[store]\nurl = "sqlite:///{tmp_path}/demo.db"\n')
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "gateway.cli", "run", "--config", str(config),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL, cwd=tmp_path,
+        env={"PYTHONPATH": str(Path(__file__).resolve().parent.parent), "PATH": "/usr/bin"},
+    )
+    assert proc.stdout is not None
+    try:
+        banner: list[str] = []
+        async with asyncio.timeout(30):
+            while not banner or not banner[-1].startswith("Stop with"):
+                banner.append((await proc.stdout.readline()).decode().rstrip())
+        text = "\n".join(banner)
+        assert "bundled simulator" in text and "admin token" in text
+        http = next(line for line in banner if "console and API" in line).split()[-3]
+        async with aiohttp.ClientSession() as s, s.get(http + "healthz") as resp:
+            assert resp.status == 200
+    finally:
+        proc.terminate()
+        assert await proc.wait() == 0  # SIGTERM is a clean stop
