@@ -75,7 +75,7 @@ class Metrics:
         )
         self.store_errors = Counter(
             "optout_store_errors_total",
-            "Store operations that failed (an MO answered with a temporary error, a read that failed).",
+            "Store operations that failed (an MO answered with a temporary error, a failed read).",
             ["operation"],
             registry=r,
         )

@@ -7,8 +7,8 @@ Every wait has a deadline; nothing sleeps.
 
 from __future__ import annotations
 
+import contextlib
 import queue
-import socket
 import time
 from typing import Any
 
@@ -69,7 +69,7 @@ class Esme:
                 raise TimeoutError("no deliver_sm")
             try:
                 self.client.read_once(auto_send_enquire_link=False)
-            except socket.timeout:
+            except TimeoutError:
                 continue
         return self.delivered.get_nowait()
 
@@ -84,7 +84,7 @@ class Esme:
         while time.monotonic() < deadline:
             try:
                 data = sock.recv(65536)
-            except socket.timeout:
+            except TimeoutError:
                 continue
             except OSError:
                 return True
@@ -93,7 +93,5 @@ class Esme:
         return False
 
     def close(self) -> None:
-        try:
+        with contextlib.suppress(Exception):
             self.client.disconnect()
-        except Exception:
-            pass

@@ -266,9 +266,9 @@ async def test_inject_mo_encodes_ucs2_and_long_text(sim: CarrierSim) -> None:
     raw = await RawClient.connect(sim.port)
     await raw.bind()
     await sim.wait_for_sessions(1)
-    mo = asyncio.ensure_future(sim.inject_mo("14155550123", "12345", "ＳＴＯＰ", data_coding=8))  # noqa: RUF001
+    mo = asyncio.ensure_future(sim.inject_mo("14155550123", "12345", "ＳＴＯＰ", data_coding=8))
     deliver = await raw.recv()
-    assert deliver.get_bytes("short_message") == "ＳＴＯＰ".encode("utf-16-be")  # noqa: RUF001
+    assert deliver.get_bytes("short_message") == "ＳＴＯＰ".encode("utf-16-be")
     raw.send(encode_simple(C.DELIVER_SM_RESP, 0, deliver.sequence_number, b"\x00"))
     assert await mo == 0
 

@@ -76,11 +76,12 @@ class World:
                 and p.message_bytes().startswith(b"Acme Alerts:")]
 
     async def api(self, method: str, path: str, **kw: Any) -> tuple[int, Any]:
-        async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {TOKEN}"}) as s:
-            async with s.request(method, self.http + path, **kw) as resp:
-                if resp.content_type == "application/json":
-                    return resp.status, await resp.json()
-                return resp.status, await resp.text()
+        headers = {"Authorization": f"Bearer {TOKEN}"}
+        async with (aiohttp.ClientSession(headers=headers) as s,
+                    s.request(method, self.http + path, **kw) as resp):
+            if resp.content_type == "application/json":
+                return resp.status, await resp.json()
+            return resp.status, await resp.text()
 
 
 def world_config(carrier_port: int, db_path: Path, reply_bind: bool, **smpp: Any) -> Config:
