@@ -31,6 +31,7 @@ from gateway.config import (
 )
 
 EXIT_CONFIG = 2
+DEMO_INBOUND = "+18005550100"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -90,9 +91,15 @@ def demo_config(config: Config) -> tuple[Config, str | None]:
     """Embedded defaults: with no carrier and no tokens configured, let any
     system_id bind (to the bundled simulator) and mint an admin token."""
     token = None
-    if config.upstream.address is None and not config.accounts:
-        config = dataclasses.replace(
-            config, smpp=dataclasses.replace(config.smpp, allow_unknown_accounts=True))
+    if config.upstream.address is None:
+        # The bundled simulator plays the carrier: the sidecar holds its own
+        # bind to it, so a demo MO is handled even before any sender binds.
+        if config.upstream.reply_system_id is None:
+            config = dataclasses.replace(config, upstream=dataclasses.replace(
+                config.upstream, reply_system_id="optout", reply_password="optout"))
+        if not config.accounts:
+            config = dataclasses.replace(
+                config, smpp=dataclasses.replace(config.smpp, allow_unknown_accounts=True))
     if not config.http.tokens:
         token = secrets.token_urlsafe(18)
         config = dataclasses.replace(config, http=dataclasses.replace(
@@ -121,6 +128,9 @@ async def _serve(config: Config, token: str | None) -> int:
         print(f"optout-sidecar: cannot start: {exc}", file=sys.stderr)
         await sidecar.stop()
         return 1
+    if sidecar.simulator is not None and sidecar.service is not None:
+        if not await sidecar.service.list_addresses():
+            await sidecar.service.create_address(DEMO_INBOUND, "Demo toll-free number")
     smpp = f"{addrs.smpp[0]}:{addrs.smpp[1]}"
     http = f"http://{addrs.http[0]}:{addrs.http[1]}"
     lines = [
@@ -137,7 +147,7 @@ async def _serve(config: Config, token: str | None) -> int:
         host, port = addrs.simulator_control
         lines.append(
             f"  send an MO from a phone: curl -X POST http://{host}:{port}/mo "
-            """-d '{"from": "+14155550123", "to": "+18005550100", "text": "STOP"}'"""
+            f"""-d '{{"from": "+14155550123", "to": "{DEMO_INBOUND}", "text": "STOP"}}'"""
         )
     lines.append("Stop with Ctrl-C.")
     print("\n".join(lines), flush=True)

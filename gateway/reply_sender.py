@@ -240,6 +240,7 @@ class ReplySender:
             except Exception:
                 message_id = None
             metrics.replies.labels(reply.action.value, "sent").inc()
+            metrics.replies_pending.dec()
             logs.event(log, "reply_sent", action=reply.action.value,
                        to=logs.phone(reply.destination_addr), message_id=message_id)
             task = asyncio.ensure_future(self.service.mark_reply_sent(reply.id, message_id))
