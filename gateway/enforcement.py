@@ -22,6 +22,8 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass
 
+from prometheus_client import Counter
+
 from gateway import logs
 from gateway.config import AccountConfig, Config
 from gateway.proxy import Answer, Deliver, Forward, ProxySession, Sessions
@@ -111,6 +113,7 @@ class SmppEnforcer:
         self.metrics = metrics
         self.sessions = sessions
         self.concat = ConcatDecisions()
+        self._submit_children: dict[tuple[str, SmsType, bool], Counter] = {}
         self.message_ids = MessageIds()
         smpp = config.smpp
         self._blocked_status = smpp.blocked_status
@@ -170,10 +173,18 @@ class SmppEnforcer:
         self.metrics.decision_seconds.observe(time.perf_counter() - start)
         if not decision.in_scope:
             self.metrics.submit_out_of_scope.labels(app_id).inc()
-        self.metrics.submit.labels(
-            app_id, sms_type.value, "allowed" if decision.allowed else "blocked"
-        ).inc()
+        self._count_submit(app_id, sms_type, not decision.allowed)
         return decision
+
+    def _count_submit(self, app_id: str, sms_type: SmsType, blocked: bool) -> None:
+        # labels() costs more than the decision itself; keep the children.
+        key = (app_id, sms_type, blocked)
+        child = self._submit_children.get(key)
+        if child is None:
+            child = self.metrics.submit.labels(
+                app_id, sms_type.value, "blocked" if blocked else "allowed")
+            self._submit_children[key] = child
+        child.inc()
 
     def _blocked(
         self, session: ProxySession, pdu: Pdu, destination: str | None, app_id: str,
@@ -188,8 +199,7 @@ class SmppEnforcer:
         now = time.monotonic()
         earlier = self.concat.get(key, now)
         if earlier is not None:
-            self.metrics.submit.labels(
-                app_id, sms_type.value, "blocked" if earlier else "allowed").inc()
+            self._count_submit(app_id, sms_type, earlier)
             return earlier
         blocked = not self._decide(app_id, sms_type, destination).allowed
         self.concat.put(key, blocked, now)
