@@ -128,9 +128,9 @@ async def _serve(config: Config, token: str | None) -> int:
         print(f"optout-sidecar: cannot start: {exc}", file=sys.stderr)
         await sidecar.stop()
         return 1
-    if sidecar.simulator is not None and sidecar.service is not None:
-        if not await sidecar.service.list_addresses():
-            await sidecar.service.create_address(DEMO_INBOUND, "Demo toll-free number")
+    service = sidecar.service
+    if sidecar.simulator is not None and service and not await service.list_addresses():
+        await service.create_address(DEMO_INBOUND, "Demo toll-free number")
     smpp = f"{addrs.smpp[0]}:{addrs.smpp[1]}"
     http = f"http://{addrs.http[0]}:{addrs.http[1]}"
     lines = [

@@ -32,7 +32,7 @@ from typing import Any, Protocol
 
 from gateway import logs
 from gateway.config import AccountConfig, Config, parse_hostport
-from gateway.link import Link, LinkSettings, command_name, status_name
+from gateway.link import Link, LinkOwner, LinkSettings, command_name, status_name
 from gateway.smpp import pdu as pdu_codec
 from gateway.smpp.constants import RESPONSE_BIT, Command, CommandStatus
 from gateway.smpp.errors import SmppError
@@ -391,21 +391,8 @@ class ProxySession:
         self.sender.send_response(resp, header.sequence_number)
 
     async def _connect_upstream(self) -> Link | None:
-        ctx = self.ctx
-        smpp = ctx.config.smpp
-        host, port = ctx.upstream_address
-        settings = LinkSettings("upstream", smpp.window, smpp.response_timeout,
-                                smpp.enquire_link_interval, smpp.max_pdu_size)
-        loop = asyncio.get_running_loop()
-        try:
-            _, link = await asyncio.wait_for(
-                loop.create_connection(lambda: Link(settings, self, ctx.metrics), host, port,
-                                       ssl=ctx.upstream_ssl),
-                smpp.bind_timeout,
-            )
-        except (OSError, TimeoutError, ssl.SSLError) as exc:
-            logs.event(log, "upstream_connect_failed", logging.WARNING,
-                       upstream=f"{host}:{port}", error=str(exc) or type(exc).__name__)
+        link = await connect_upstream(self.ctx, self)
+        if link is None:
             return None
         if self._closing:
             link.close("sender left")
@@ -463,6 +450,27 @@ class ProxySession:
             logs.event(log, "session_task_failed", logging.ERROR, system_id=self.system_id,
                        error=repr(task.exception()))
             self._close("internal error")
+
+
+async def connect_upstream(ctx: RelayContext, owner: LinkOwner) -> Link | None:
+    """A new TCP (or TLS) leg to the carrier, owned by `owner`; None (logged)
+    if the carrier cannot be reached within bind_timeout."""
+    smpp = ctx.config.smpp
+    host, port = ctx.upstream_address
+    settings = LinkSettings("upstream", smpp.window, smpp.response_timeout,
+                            smpp.enquire_link_interval, smpp.max_pdu_size)
+    loop = asyncio.get_running_loop()
+    try:
+        _, link = await asyncio.wait_for(
+            loop.create_connection(lambda: Link(settings, owner, ctx.metrics), host, port,
+                                   ssl=ctx.upstream_ssl),
+            smpp.bind_timeout,
+        )
+    except (OSError, TimeoutError, ssl.SSLError) as exc:
+        logs.event(log, "upstream_connect_failed", logging.WARNING,
+                   upstream=f"{host}:{port}", error=str(exc) or type(exc).__name__)
+        return None
+    return link
 
 
 def _text(value: object) -> str:

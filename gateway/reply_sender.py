@@ -19,8 +19,8 @@ import logging
 import time
 
 from gateway import logs
-from gateway.link import Link, LinkSettings
-from gateway.proxy import RelayContext, response_body
+from gateway.link import Link
+from gateway.proxy import RelayContext, connect_upstream, response_body
 from gateway.smpp import pdu as pdu_codec
 from gateway.smpp.constants import Command, CommandStatus
 from gateway.smpp.framing import Header
@@ -112,7 +112,6 @@ class _ReplyBind:
         ctx = self.ctx
         up = ctx.config.upstream
         smpp = ctx.config.smpp
-        host, port = ctx.upstream_address
         bind = pdu_codec.encode(pdu_codec.make_pdu(
             Command.BIND_TRANSCEIVER,
             system_id=(up.reply_system_id or "").encode(),
@@ -120,17 +119,8 @@ class _ReplyBind:
             system_type=up.reply_system_type.encode(),
             interface_version=0x34,
         ))
-        settings = LinkSettings("upstream", smpp.window, smpp.response_timeout,
-                                smpp.enquire_link_interval, smpp.max_pdu_size)
-        loop = asyncio.get_running_loop()
-        try:
-            _, link = await asyncio.wait_for(
-                loop.create_connection(lambda: Link(settings, self, ctx.metrics), host, port,
-                                       ssl=ctx.upstream_ssl),
-                smpp.bind_timeout,
-            )
-        except (OSError, TimeoutError) as exc:
-            logs.event(log, "reply_bind_connect_failed", logging.WARNING, error=str(exc))
+        link = await connect_upstream(ctx, self)
+        if link is None:
             return False
         self.link = link
         try:
