@@ -143,7 +143,7 @@ def start_sink(stack: ExitStack, budget: float) -> tuple[Child, int]:
     return sink, int(line.split()[1])
 
 
-def write_config(directory: Path, sink_port: int) -> tuple[Path, int]:
+def write_config(directory: Path, sink_port: int, log_level: str) -> tuple[Path, int]:
     """A sidecar config: listener on a free port, the sink upstream, one
     account for the load generator, the store in `directory`."""
     smpp_port = free_port()
@@ -168,7 +168,7 @@ role = "admin"
 url = "sqlite:///{db}"
 
 [logging]
-level = "WARNING"
+level = "{log_level}"
 
 [[accounts]]
 system_id = "{SYSTEM_ID}"
@@ -181,10 +181,11 @@ default_sms_type = "marketing"
 
 
 @contextmanager
-def sidecar(directory: Path, sink_port: int) -> Iterator[tuple[Child, int, float]]:
+def sidecar(directory: Path, sink_port: int,
+            log_level: str) -> Iterator[tuple[Child, int, float]]:
     """Runs `optout-sidecar run` and yields (child, SMPP port, seconds until
     its SMPP port accepted connections)."""
-    config, port = write_config(directory, sink_port)
+    config, port = write_config(directory, sink_port, log_level)
     started = time.monotonic()
     with child("sidecar", sidecar_argv(config), log_path=directory / "sidecar.log") as proc:
         try:
@@ -383,6 +384,9 @@ def main() -> int:
                         help="directory for py-spy profiles of the sidecar runs")
     parser.add_argument("--repeat", type=int, default=1,
                         help="runs of each kind (direct and sidecar alternate); the median counts")
+    parser.add_argument("--log-level", default="INFO",
+                        help="the sidecar's [logging] level (INFO, the default, logs every "
+                             "blocked submit)")
     parser.add_argument("--keep", type=Path, default=None,
                         help="keep the store, configs and logs in this directory")
     args = parser.parse_args()
@@ -413,7 +417,7 @@ def main() -> int:
 
         plain = work / "plain"
         plain.mkdir(exist_ok=True)
-        with sidecar(plain, sink_port) as (proc, port, ready):
+        with sidecar(plain, sink_port, args.log_level) as (proc, port, ready):
             print(f"  sidecar (empty store) accepting after {ready:.2f} s", flush=True)
             # Alternate direct and via-sidecar runs so that drift on the box
             # (other work, CPU frequency) hits both sides alike.
@@ -442,7 +446,7 @@ def main() -> int:
             took = preload(loaded, args.unsubscribed)
             print(f"  preloaded {args.unsubscribed:,} unsubscribed numbers in {took:.1f} s",
                   flush=True)
-            with sidecar(loaded, sink_port) as (proc, port, ready):
+            with sidecar(loaded, sink_port, args.log_level) as (proc, port, ready):
                 rss = rss_mib(proc)
                 print(f"  sidecar ({args.unsubscribed:,} unsubscribed) accepting after "
                       f"{ready:.2f} s, RSS {rss:,.0f} MiB", flush=True)
