@@ -143,7 +143,8 @@ def start_sink(stack: ExitStack, budget: float) -> tuple[Child, int]:
     return sink, int(line.split()[1])
 
 
-def write_config(directory: Path, sink_port: int, log_level: str) -> tuple[Path, int]:
+def write_config(directory: Path, sink_port: int, log_level: str,
+                 window: int | None) -> tuple[Path, int]:
     """A sidecar config: listener on a free port, the sink upstream, one
     account for the load generator, the store in `directory`."""
     smpp_port = free_port()
@@ -152,6 +153,7 @@ def write_config(directory: Path, sink_port: int, log_level: str) -> tuple[Path,
     text = f"""\
 [smpp]
 listen = "{HOST}:{smpp_port}"
+{f"window = {window}" if window else "# window: the default"}
 
 [upstream]
 address = "{HOST}:{sink_port}"
@@ -181,11 +183,11 @@ default_sms_type = "marketing"
 
 
 @contextmanager
-def sidecar(directory: Path, sink_port: int,
-            log_level: str) -> Iterator[tuple[Child, int, float]]:
+def sidecar(directory: Path, sink_port: int, log_level: str,
+            window: int | None) -> Iterator[tuple[Child, int, float]]:
     """Runs `optout-sidecar run` and yields (child, SMPP port, seconds until
     its SMPP port accepted connections)."""
-    config, port = write_config(directory, sink_port, log_level)
+    config, port = write_config(directory, sink_port, log_level, window)
     started = time.monotonic()
     with child("sidecar", sidecar_argv(config), log_path=directory / "sidecar.log") as proc:
         try:
@@ -387,6 +389,8 @@ def main() -> int:
     parser.add_argument("--log-level", default="INFO",
                         help="the sidecar's [logging] level (INFO, the default, logs every "
                              "blocked submit)")
+    parser.add_argument("--sidecar-window", type=int, default=None,
+                        help="the sidecar's [smpp] window per leg (default: its own default)")
     parser.add_argument("--keep", type=Path, default=None,
                         help="keep the store, configs and logs in this directory")
     args = parser.parse_args()
@@ -417,7 +421,8 @@ def main() -> int:
 
         plain = work / "plain"
         plain.mkdir(exist_ok=True)
-        with sidecar(plain, sink_port, args.log_level) as (proc, port, ready):
+        with sidecar(plain, sink_port, args.log_level,
+                     args.sidecar_window) as (proc, port, ready):
             print(f"  sidecar (empty store) accepting after {ready:.2f} s", flush=True)
             # Alternate direct and via-sidecar runs so that drift on the box
             # (other work, CPU frequency) hits both sides alike.
@@ -446,7 +451,8 @@ def main() -> int:
             took = preload(loaded, args.unsubscribed)
             print(f"  preloaded {args.unsubscribed:,} unsubscribed numbers in {took:.1f} s",
                   flush=True)
-            with sidecar(loaded, sink_port, args.log_level) as (proc, port, ready):
+            with sidecar(loaded, sink_port, args.log_level,
+                         args.sidecar_window) as (proc, port, ready):
                 rss = rss_mib(proc)
                 print(f"  sidecar ({args.unsubscribed:,} unsubscribed) accepting after "
                       f"{ready:.2f} s, RSS {rss:,.0f} MiB", flush=True)
