@@ -120,10 +120,26 @@ class SmppEnforcer:
         self._receipt_mode = smpp.blocked_mode == "receipt"
         self._service_types = {k.encode(): _SMS_TYPES[v] for k, v in
                                smpp.service_type_map.items()}
+        # Receipt mode learns the carrier's message-id shape from responses.
+        self._on_response = self._learn_message_id if self._receipt_mode else None
 
     # --- submits ------------------------------------------------------------------
 
     def check_submit(self, session: ProxySession, header: Header, raw: bytes) -> Forward | Answer:
+        peek = pdu_codec.peek_submit_sm(raw) if header.command_id == Command.SUBMIT_SM else None
+        if peek is not None:
+            # A plain submit_sm (no UDH, no TLVs): nothing about concatenation
+            # or a type TLV to consider, so four fields decide it.
+            account = session.account
+            app_id = account.app_id if account is not None else session.system_id
+            sms_type = self._service_types.get(peek.service_type) or _SMS_TYPES[
+                account.default_sms_type if account is not None else "marketing"]
+            destination = _subscriber(peek.destination_addr, peek.dest_addr_ton,
+                                      peek.dest_addr_npi)
+            if self._decide(app_id, sms_type, destination).allowed:
+                return Forward(raw, self._on_response)
+            return self._refuse(session, header, pdu_codec.decode(raw), app_id, sms_type,
+                                destination)
         try:
             pdu = pdu_codec.decode(raw)
         except SmppError as exc:
@@ -138,9 +154,15 @@ class SmppEnforcer:
                                   pdu.get_int("dest_addr_ton"), pdu.get_int("dest_addr_npi"))
         blocked = self._blocked(session, pdu, destination, app_id, sms_type)
         if not blocked:
-            return Forward(raw, self._learn_message_id)
-        logs.event(log, "submit_blocked", system_id=session.system_id, app_id=app_id,
-                   sms_type=sms_type.value, to=logs.phone(destination))
+            return Forward(raw, self._on_response)
+        return self._refuse(session, header, pdu, app_id, sms_type, destination)
+
+    def _refuse(self, session: ProxySession, header: Header, pdu: Pdu, app_id: str,
+                sms_type: SmsType, destination: str | None) -> Answer:
+        """Answer a blocked submit_sm / data_sm (the metric already counted it)."""
+        if log.isEnabledFor(logging.DEBUG):  # per blocked submit: a campaign makes many
+            logs.event(log, "submit_blocked", logging.DEBUG, system_id=session.system_id,
+                       app_id=app_id, sms_type=sms_type.value, to=logs.phone(destination))
         if self._receipt_mode:
             return self._accept_with_receipt(session, pdu)
         return Answer(pdu_codec.encode(pdu_codec.Pdu(
@@ -218,7 +240,7 @@ class SmppEnforcer:
                     continue
             allowed.append(dest)  # distribution lists are the carrier's to expand
         if not blocked:
-            return Forward(raw, self._learn_message_id)
+            return Forward(raw, self._on_response)
         status = self._blocked_status
         unsuccess = [UnsuccessSme(d.ton, d.npi, d.addr, status) for d in blocked]
         logs.event(log, "submit_multi_blocked", system_id=session.system_id, app_id=app_id,
@@ -246,7 +268,7 @@ class SmppEnforcer:
 
     def _learn_message_id(self, resp_raw: bytes) -> bytes:
         # Only the first few bytes matter; the body is passed on unchanged.
-        if self._receipt_mode and len(resp_raw) > 17:
+        if len(resp_raw) > 17:
             end = resp_raw.find(b"\x00", 16)
             if end > 16:
                 self.message_ids.learn(resp_raw[16:end].decode("latin-1"))

@@ -116,6 +116,10 @@ class Link(asyncio.Protocol):
         # Counter children by command id, made on first use (labels() is slow
         # for the hot path, and unused commands should not show as zero series).
         self._count: dict[tuple[str, int], Counter] = {}
+        self._out: list[bytes] = []
+        self._counts_out: dict[int, int] = {}
+        self._flush_scheduled = False
+        self._loop = asyncio.get_running_loop()
 
     # --- asyncio.Protocol ---------------------------------------------------
 
@@ -229,6 +233,7 @@ class Link(asyncio.Protocol):
         """Close now; outstanding callbacks get `(None, None)`."""
         if self.transport is not None and not self._is_closed:
             self._close_reason = reason
+            self._flush()
             self.transport.close()
         elif self.transport is None:
             self._finish(reason)
@@ -247,8 +252,22 @@ class Link(asyncio.Protocol):
     def _write(self, raw: bytes, command_id: int) -> None:
         if self._is_closed or self.transport is None:
             return
-        self.transport.write(raw)
-        self._counter("out", command_id).inc()
+        self._out.append(raw)
+        counts = self._counts_out
+        counts[command_id] = counts.get(command_id, 0) + 1
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self._loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        out = self._out
+        if out and not self._is_closed and self.transport is not None:
+            self.transport.write(out[0] if len(out) == 1 else b"".join(out))
+        out.clear()
+        counts, self._counts_out = self._counts_out, {}
+        for command_id, n in counts.items():
+            self._counter("out", command_id).inc(n)
 
     def _counter(self, direction: str, command_id: int) -> Counter:
         counter = self._count.get((direction, command_id))
@@ -261,6 +280,14 @@ class Link(asyncio.Protocol):
 
     def _process(self) -> None:
         """Deliver buffered frames until none is left or we must hold."""
+        counts_in: dict[int, int] = {}
+        try:
+            self._process_frames(counts_in)
+        finally:
+            for command_id, n in counts_in.items():
+                self._counter("in", command_id).inc(n)
+
+    def _process_frames(self, counts_in: dict[int, int]) -> None:
         while not self._hold and not self._is_closed:
             try:
                 raw = self._reader.next_frame()
@@ -270,7 +297,7 @@ class Link(asyncio.Protocol):
             if raw is None:
                 break
             header = parse_header(raw)
-            self._counter("in", header.command_id).inc()
+            counts_in[header.command_id] = counts_in.get(header.command_id, 0) + 1
             if header.command_id & RESPONSE_BIT:
                 self._on_response(header, raw)
             elif header.command_id == Command.ENQUIRE_LINK:

@@ -881,3 +881,48 @@ def test_encode_reply_text_for_ascii_carriers() -> None:
     assert encode_reply_text("Stop_ok", default_alphabet="ascii") == (0, b"Stop_ok")
     assert encode_reply_text("Arrêt", default_alphabet="ascii")[0] == 8
     assert encode_reply_text("Arrêt", default_alphabet="latin-1") == (0, b"Arr\xeat")
+
+
+# --- the relay's submit_sm fast path ---------------------------------------------
+
+
+_cstr = st.binary(max_size=25).map(lambda b: b.replace(b"\x00", b"x"))
+
+
+@given(
+    service_type=_cstr, source=_cstr, dest=_cstr, ton=st.integers(0, 255),
+    esm_class=st.integers(0, 255), text=st.binary(max_size=254),
+    tlvs=st.lists(st.tuples(st.integers(0x1400, 0x3FFF), st.binary(max_size=8)), max_size=2),
+)
+def test_peek_submit_sm_agrees_with_decode_or_declines(
+    service_type: bytes, source: bytes, dest: bytes, ton: int, esm_class: int, text: bytes,
+    tlvs: list[tuple[int, bytes]],
+) -> None:
+    from gateway.smpp.pdu import peek_submit_sm
+
+    pdu = make_pdu(C.SUBMIT_SM, service_type=service_type[:5], source_addr=source[:20],
+                   dest_addr_ton=ton, destination_addr=dest, esm_class=esm_class,
+                   short_message=text, tlvs=[Tlv(t, v) for t, v in tlvs])
+    try:
+        raw = encode(pdu)
+    except SmppError:
+        return  # destination too long for SMPP: nothing to peek at
+    peek = peek_submit_sm(raw)
+    plain = not tlvs and not esm_class & 0x40
+    assert (peek is not None) == plain
+    if peek is not None:
+        full = decode(raw)
+        assert peek.service_type == full.get_bytes("service_type")
+        assert peek.source_addr == full.get_bytes("source_addr")
+        assert peek.dest_addr_ton == full.get_int("dest_addr_ton")
+        assert peek.destination_addr == full.get_bytes("destination_addr")
+
+
+def test_peek_declines_truncated_and_garbage() -> None:
+    from gateway.smpp.pdu import peek_submit_sm
+
+    raw = encode(make_pdu(C.SUBMIT_SM, destination_addr=b"14155550100", short_message=b"hi"))
+    assert peek_submit_sm(raw) is not None
+    assert peek_submit_sm(raw[:-1]) is None
+    assert peek_submit_sm(raw[:20]) is None
+    assert peek_submit_sm(raw[:16] + b"\xff" * 40) is None
