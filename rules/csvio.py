@@ -108,30 +108,14 @@ def format_row(*fields: str) -> str:
     return buf.getvalue()
 
 
-class _ScopeCheck:
-    """`numbers.require_in_scope` for a million rows.
-
-    `numbers.in_scope` asks phonenumbers for the region of each new number
-    (tens of microseconds); an import of unique numbers would spend most of
-    its time there. NANP area codes belong to one region each, so once a
-    number of an area code is placed in an in-scope region (US, CA or a
-    territory), every number of that area code is in scope. Only such
-    positive verdicts are remembered; every other number is checked on its
-    own, so Jamaican (876) or Bahamian (242) numbers are always refused.
-    """
-
-    def __init__(self) -> None:
-        self._in_scope_npas: set[str] = set()
-
-    def __call__(self, raw: str) -> str:
-        # Already E.164 NANP (what exports hold): `normalize` returns it as is.
-        number = raw if _E164_NANP.fullmatch(raw) else numbers.normalize(raw)
-        if number.startswith("+1") and number[2:5] in self._in_scope_npas:
-            return number
-        number = numbers.require_in_scope(raw)
-        if number.startswith("+1") and numbers.region_of(number) in numbers.IN_SCOPE_REGIONS:
-            self._in_scope_npas.add(number[2:5])
+def _require_in_scope(raw: str) -> str:
+    """`numbers.require_in_scope` for a million rows: rows already in E.164
+    NANP form (what exports hold) skip the parser, and `numbers.in_scope`
+    answers most rows from its area-code memo."""
+    number = raw if _E164_NANP.fullmatch(raw) else numbers.normalize(raw)
+    if numbers.in_scope(number):
         return number
+    return numbers.require_in_scope(raw)  # raises OutOfScope, naming the country
 
 
 def _columns(header: list[str]) -> tuple[dict[str, int], str | None]:
@@ -161,7 +145,6 @@ def read_rows(lines: Iterable[str]) -> Iterator[CsvRow | CsvError]:
     columns: dict[str, int] = {"phone_number": 0, "inbound_address": 1, "since": 2}
     width: int | None = None  # None: 2 or 3 (headerless)
     address_cache: dict[str, str | DomainError] = {}
-    require_in_scope = _ScopeCheck()
     first = True
     while True:
         try:
@@ -193,7 +176,7 @@ def read_rows(lines: Iterable[str]) -> Iterator[CsvRow | CsvError]:
             yield CsvError(line, f"a field is longer than {MAX_FIELD_CHARS} characters")
             continue
         try:
-            phone = require_in_scope(fields[columns["phone_number"]])
+            phone = _require_in_scope(fields[columns["phone_number"]])
             raw_address = fields[columns["inbound_address"]]
             # A file names a handful of addresses a million times.
             cached = address_cache.get(raw_address)

@@ -325,6 +325,15 @@ def region_of(number: str) -> str | None:
     return region
 
 
+# NANP area codes already seen in scope. A campaign to millions of distinct
+# numbers would otherwise pay a phonenumbers region look-up (~10 us) per
+# number on the relay's hot path. Only in-scope answers are remembered, so if
+# an area code were ever shared with an out-of-scope region the error would be
+# to honour an opt-out there, never to ignore one (fail closed). Bounded: at
+# most 800 NANP area codes exist.
+_IN_SCOPE_AREA_CODES: set[str] = set()
+
+
 @functools.lru_cache(maxsize=_CACHE_SIZE)
 def in_scope(number: str) -> bool:
     """Whether opt-out handling applies to a normalised number: short codes,
@@ -334,8 +343,14 @@ def in_scope(number: str) -> bool:
         return True
     if not number.startswith("+1"):
         return False
+    area_code = number[2:5]
+    if area_code in _IN_SCOPE_AREA_CODES:
+        return True
     region = region_of(number)
-    return region is None or region in IN_SCOPE_REGIONS
+    if region is None or region in IN_SCOPE_REGIONS:
+        _IN_SCOPE_AREA_CODES.add(area_code)
+        return True
+    return False
 
 
 def _country_name(number: str, region: str | None) -> str:

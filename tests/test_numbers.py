@@ -302,3 +302,14 @@ def test_nanp_region_lookup_without_parsing_equals_phonenumbers(nsn: int) -> Non
     number = f"+1{nsn}"
     expected = phonenumbers.region_code_for_number(phonenumbers.parse(number, None))
     assert numbers.region_of(number) == expected
+
+
+def test_scope_by_area_code_memo_never_admits_other_nanp_countries() -> None:
+    from rules.numbers import in_scope
+
+    # Seen in scope first, then numbers of other +1 countries: still out.
+    for number in ("+14155550100", "+16135550100", "+17875550100"):
+        assert in_scope(number)
+    for number in ("+18765550111", "+12425550111", "+18095550111", "+14415550111"):
+        assert not in_scope(number)
+    assert in_scope("+14155550999")  # answered from the area-code memo
