@@ -453,3 +453,19 @@ async def test_readyz_follows_the_carrier(world: World) -> None:
             while await readyz() != 503:
                 await asyncio.sleep(0.1)
     esme.close()
+
+
+async def test_forward_mo_off_keeps_mos_from_the_sender(tmp_path: Path) -> None:
+    world = await start_world(tmp_path, forward_mo=False)
+    try:
+        esme = await bound_trx(world)
+        # Through the sender's own session: handled, acknowledged by the sidecar.
+        assert await mo(world, "STOP", system_id="acme") == 0
+        assert world.sidecar.service is not None
+        assert not world.sidecar.service.decide(APP, SmsType.MARKETING, ALICE).allowed
+        resp = await submit(esme, ALICE_DIGITS)  # reads the socket: no deliver_sm came
+        assert resp.status == 0x45
+        assert esme.delivered.empty()
+        esme.close()
+    finally:
+        await stop_world(world)

@@ -456,3 +456,25 @@ async def test_nothing_is_left_behind_after_many_sessions(relay: Relay,
     await wait_for(lambda: relay.ctx.sessions.all() == [] and carrier.sessions == 0)
     await wait_for(lambda: open_fds() <= fds and len(asyncio.all_tasks()) <= tasks)
     assert sessions_gauge(relay.metrics, "sender", "trx") == 0
+
+
+async def test_account_credentials_are_mapped_toward_the_carrier() -> None:
+    sim = CarrierSim(SimConfig(port=0, credentials={"acme-up": "carrier"}))
+    await sim.start()
+    config = parse_config({
+        "smpp": {"listen": "127.0.0.1:0"},
+        "upstream": {"address": f"127.0.0.1:{sim.port}"},
+        "accounts": [{"system_id": "acme", "app_id": "1", "upstream_system_id": "acme-up",
+                      "upstream_password": "carrier"}],
+    })
+    relay = await start_relay(config, sim)
+    try:
+        peer = await relay.raw()
+        # The sender keeps its own credentials; the carrier sees the mapped ones.
+        assert (await peer.bind(system_id="acme", password="local-pw")).command_status == 0
+        await wait_for(lambda: sim.sessions == 1)
+        assert [s["system_id"] for s in sim.bound_sessions()] == ["acme-up"]
+        peer.close()
+    finally:
+        await stop_relay(relay)
+        await sim.stop()
