@@ -219,6 +219,8 @@ class ProxySession:
             other.hold(False)
 
     def link_closed(self, link: Link, reason: str) -> None:
+        if link is not self.sender and link is not self.upstream:
+            return  # the leg of a bind the carrier refused: the sender may try again
         side = "sender" if link is self.sender else "upstream"
         logs.event(log, "leg_closed", side=side, system_id=self.system_id, reason=reason)
         self._close(f"{side} leg closed: {reason}")

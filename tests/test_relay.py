@@ -478,3 +478,13 @@ async def test_account_credentials_are_mapped_toward_the_carrier() -> None:
     finally:
         await stop_relay(relay)
         await sim.stop()
+
+
+async def test_a_refused_bind_can_be_retried_on_the_same_connection(relay: Relay) -> None:
+    peer = await relay.raw()
+    refused = await peer.bind(system_id="acme", password="wrong")
+    assert refused.command_status == CommandStatus.ESME_RINVPASWD
+    accepted = await peer.bind(system_id="acme", password="secret")
+    assert accepted.command_status == 0
+    await wait_for(lambda: len(relay.ctx.sessions.all()) == 1)
+    peer.close()
