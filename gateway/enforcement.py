@@ -122,6 +122,10 @@ class SmppEnforcer:
                                smpp.service_type_map.items()}
         # Receipt mode learns the carrier's message-id shape from responses.
         self._on_response = self._learn_message_id if self._receipt_mode else None
+        # Every allowed submit gets this one verdict (the received PDU, as is).
+        self._forward = Forward(None, self._on_response)
+        self._out_of_scope_children: dict[str, Counter] = {}
+        self._decision_seconds = metrics.decision_seconds
 
     # --- submits ------------------------------------------------------------------
 
@@ -137,7 +141,7 @@ class SmppEnforcer:
             destination = _subscriber(peek.destination_addr, peek.dest_addr_ton,
                                       peek.dest_addr_npi)
             if self._decide(app_id, sms_type, destination).allowed:
-                return Forward(raw, self._on_response)
+                return self._forward
             return self._refuse(session, header, pdu_codec.decode(raw), app_id, sms_type,
                                 destination)
         try:
@@ -154,7 +158,7 @@ class SmppEnforcer:
                                   pdu.get_int("dest_addr_ton"), pdu.get_int("dest_addr_npi"))
         blocked = self._blocked(session, pdu, destination, app_id, sms_type)
         if not blocked:
-            return Forward(raw, self._on_response)
+            return self._forward
         return self._refuse(session, header, pdu, app_id, sms_type, destination)
 
     def _refuse(self, session: ProxySession, header: Header, pdu: Pdu, app_id: str,
@@ -192,9 +196,13 @@ class SmppEnforcer:
             decision = Decision(allowed=True, in_scope=False)
         else:
             decision = self.service.decide(app_id, sms_type, destination)
-        self.metrics.decision_seconds.observe(time.perf_counter() - start)
+        self._decision_seconds.observe(time.perf_counter() - start)
         if not decision.in_scope:
-            self.metrics.submit_out_of_scope.labels(app_id).inc()
+            child = self._out_of_scope_children.get(app_id)
+            if child is None:
+                child = self.metrics.submit_out_of_scope.labels(app_id)
+                self._out_of_scope_children[app_id] = child
+            child.inc()
         self._count_submit(app_id, sms_type, not decision.allowed)
         return decision
 
@@ -240,7 +248,7 @@ class SmppEnforcer:
                     continue
             allowed.append(dest)  # distribution lists are the carrier's to expand
         if not blocked:
-            return Forward(raw, self._on_response)
+            return self._forward
         status = self._blocked_status
         unsuccess = [UnsuccessSme(d.ton, d.npi, d.addr, status) for d in blocked]
         logs.event(log, "submit_multi_blocked", system_id=session.system_id, app_id=app_id,

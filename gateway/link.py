@@ -42,7 +42,7 @@ from prometheus_client import Counter
 from gateway import logs
 from gateway.smpp.constants import RESPONSE_BIT, Command, CommandStatus
 from gateway.smpp.errors import FramingError
-from gateway.smpp.framing import FrameReader, Header, encode_simple, parse_header, with_sequence
+from gateway.smpp.framing import FrameReader, Header, encode_simple, renumbered
 from metrics import Metrics
 
 log = logging.getLogger("optout.link")
@@ -83,13 +83,11 @@ class LinkSettings:
     max_pdu_size: int = 65536
 
 
-class _Pending:
-    __slots__ = ("callback", "command_id", "deadline")
-
-    def __init__(self, command_id: int, deadline: float, callback: ResponseCallback) -> None:
-        self.command_id = command_id
-        self.deadline = deadline
-        self.callback = callback
+# An outstanding request: (deadline, command_id, callback). A plain tuple,
+# because one is made per relayed PDU and a class's __init__ costs more.
+_Pending = tuple[float, int, ResponseCallback]
+_ENQUIRE_LINK = int(Command.ENQUIRE_LINK)
+_ENQUIRE_LINK_RESP = int(Command.ENQUIRE_LINK_RESP)
 
 
 class Link(asyncio.Protocol):
@@ -103,6 +101,8 @@ class Link(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.closed = asyncio.get_running_loop().create_future()
         self._reader = FrameReader(max_length=settings.max_pdu_size)
+        self._window = settings.window
+        self._timeout = settings.response_timeout
         self._seq = itertools.count(1)
         self._pending: dict[int, _Pending] = {}
         self._unanswered_in = 0
@@ -116,7 +116,7 @@ class Link(asyncio.Protocol):
         # Counter children by command id, made on first use (labels() is slow
         # for the hot path, and unused commands should not show as zero series).
         self._count: dict[tuple[str, int], Counter] = {}
-        self._out: list[bytes] = []
+        self._out: list[bytes | bytearray] = []
         self._counts_out: dict[int, int] = {}
         self._flush_scheduled = False
         self._loop = asyncio.get_running_loop()
@@ -158,7 +158,7 @@ class Link(asyncio.Protocol):
     def has_room(self) -> bool:
         """True if one more request may be sent now without exceeding the window."""
         return (
-            len(self._pending) < self.settings.window
+            len(self._pending) < self._window
             and not self._write_paused
             and not self._is_closed
         )
@@ -179,12 +179,13 @@ class Link(asyncio.Protocol):
         """Send a request PDU (its sequence number is replaced by ours) and call
         `callback(header, raw)` with the response, or `(None, None)` on timeout
         or when the link closes first. Returns the sequence number used."""
-        seq = self._next_seq()
+        seq = next(self._seq)
+        pending = self._pending
+        if seq > 0x7FFFFFFF or seq in pending:
+            seq = self._next_seq_slow(seq)
         command_id = int.from_bytes(raw[4:8], "big")
-        self._pending[seq] = _Pending(
-            command_id, time.monotonic() + self.settings.response_timeout, callback
-        )
-        self._write(with_sequence(raw, seq), command_id)
+        pending[seq] = (time.monotonic() + self._timeout, command_id, callback)
+        self._write(renumbered(raw, seq), command_id)
         return seq
 
     def request(self, raw: bytes) -> asyncio.Future[tuple[Header | None, bytes | None]]:
@@ -204,14 +205,17 @@ class Link(asyncio.Protocol):
     def send_oneway(self, raw: bytes) -> None:
         """Send a request that has no response (alert_notification)."""
         seq = self._next_seq()
-        self._write(with_sequence(raw, seq), int.from_bytes(raw[4:8], "big"))
+        self._write(renumbered(raw, seq), int.from_bytes(raw[4:8], "big"))
 
     def send_response(self, raw: bytes, sequence_number: int) -> None:
         """Answer a request this leg received, with the peer's sequence number."""
         if self._unanswered_in > 0:
             self._unanswered_in -= 1
-        self._write(with_sequence(raw, sequence_number), int.from_bytes(raw[4:8], "big"))
-        self._update_reading()
+        self._write(renumbered(raw, sequence_number), int.from_bytes(raw[4:8], "big"))
+        # One answer fewer can only let a paused leg read again; when reading
+        # is not paused, the end of the current batch re-evaluates anyway.
+        if self._reading_paused:
+            self._update_reading()
 
     def answer(self, header: Header, status: int, body: bytes = b"") -> None:
         """Answer `header`'s request with an empty-bodied (or given) response."""
@@ -221,7 +225,9 @@ class Link(asyncio.Protocol):
         )
 
     def _next_seq(self) -> int:
-        seq = next(self._seq)
+        return self._next_seq_slow(next(self._seq))
+
+    def _next_seq_slow(self, seq: int) -> int:
         if seq > 0x7FFFFFFF:  # SMPP 3.4 section 3.2: 0x01..0x7FFFFFFF, then wrap
             self._seq = itertools.count(2)
             seq = 1
@@ -249,7 +255,7 @@ class Link(asyncio.Protocol):
 
     # --- internals --------------------------------------------------------------
 
-    def _write(self, raw: bytes, command_id: int) -> None:
+    def _write(self, raw: bytes | bytearray, command_id: int) -> None:
         if self._is_closed or self.transport is None:
             return
         self._out.append(raw)
@@ -288,27 +294,41 @@ class Link(asyncio.Protocol):
                 self._counter("in", command_id).inc(n)
 
     def _process_frames(self, counts_in: dict[int, int]) -> None:
+        # The relay's inner loop, once per PDU: attributes are read into locals
+        # and the matched-response case is inlined (see _on_response).
+        next_pdu = self._reader.next_pdu
+        pending_map = self._pending
+        owner = self.owner
+        room_at = self._window - 1
         while not self._hold and not self._is_closed:
             try:
-                raw = self._reader.next_frame()
+                item = next_pdu()
             except FramingError as exc:
                 self._framing_failed(exc)
                 return
-            if raw is None:
+            if item is None:
                 break
-            header = parse_header(raw)
-            counts_in[header.command_id] = counts_in.get(header.command_id, 0) + 1
-            if header.command_id & RESPONSE_BIT:
-                self._on_response(header, raw)
-            elif header.command_id == Command.ENQUIRE_LINK:
+            header, raw = item
+            command_id = header[1]
+            counts_in[command_id] = counts_in.get(command_id, 0) + 1
+            if command_id & RESPONSE_BIT:
+                # Sequence 0 is never ours, so a generic_nack for an unreadable
+                # PDU takes the _on_response path too.
+                pending = pending_map.pop(header[3], None)
+                if pending is None:
+                    self._on_response(header, raw)
+                    continue
+                pending[2](header, raw)
+                if len(pending_map) == room_at:
+                    owner.link_room(self)
+            elif command_id == _ENQUIRE_LINK:
                 self._write(
-                    encode_simple(Command.ENQUIRE_LINK_RESP, 0, header.sequence_number),
-                    Command.ENQUIRE_LINK_RESP,
+                    encode_simple(_ENQUIRE_LINK_RESP, 0, header[3]), _ENQUIRE_LINK_RESP
                 )
             else:
-                if header.command_id not in _NO_RESPONSE:
+                if command_id not in _NO_RESPONSE:
                     self._unanswered_in += 1
-                self.owner.link_request(self, header, raw)
+                owner.link_request(self, header, raw)
         self._update_reading()
 
     def _on_response(self, header: Header, raw: bytes) -> None:
@@ -323,7 +343,7 @@ class Link(asyncio.Protocol):
                        peer=self.peer, command=command_name(header.command_id),
                        sequence=header.sequence_number)
             return
-        pending.callback(header, raw)
+        pending[2](header, raw)
         if len(self._pending) == self.settings.window - 1:
             self.owner.link_room(self)
 
@@ -366,18 +386,18 @@ class Link(asyncio.Protocol):
         # Requests are inserted in send order with one timeout, so the expired
         # ones are at the front of the dict.
         for seq, pending in self._pending.items():
-            if pending.deadline > now:
+            if pending[0] > now:
                 break
             expired.append(seq)
         for seq in expired:
-            pending = self._pending.pop(seq)
+            _, command_id, callback = self._pending.pop(seq)
             self.metrics.response_timeouts.labels(self.settings.side).inc()
             logs.event(log, "response_timeout", logging.WARNING, side=self.settings.side,
-                       peer=self.peer, command=command_name(pending.command_id))
-            if pending.command_id == Command.ENQUIRE_LINK:
+                       peer=self.peer, command=command_name(command_id))
+            if command_id == Command.ENQUIRE_LINK:
                 self.close("enquire_link not answered")
                 return
-            pending.callback(None, None)
+            callback(None, None)
         if expired:
             self.owner.link_room(self)
         if now - self._last_activity >= self.settings.enquire_link_interval:
@@ -393,7 +413,7 @@ class Link(asyncio.Protocol):
             self._timer.cancel()
         pending, self._pending = self._pending, {}
         for p in pending.values():
-            p.callback(None, None)
+            p[2](None, None)
         if not self.closed.done():
             self.closed.set_result(reason)
         self.owner.link_closed(self, reason)

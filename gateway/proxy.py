@@ -77,11 +77,19 @@ def response_body(request_command: int, status: int) -> bytes:
 
 @dataclass(frozen=True, slots=True)
 class Forward:
-    """Relay this PDU (possibly rewritten, e.g. submit_multi minus blocked
-    destinations) and pass `on_response` the carrier's answer to rewrite it."""
+    """Relay a PDU and pass `on_response` the carrier's answer to rewrite it.
 
-    raw: bytes
+    `raw` is the PDU to relay instead of the one received (e.g. submit_multi
+    minus blocked destinations), or None to relay the received one as it is;
+    the latter lets an enforcer return one shared `Forward` for every allowed
+    submit instead of allocating one per PDU."""
+
+    raw: bytes | None = None
     on_response: Callable[[bytes], bytes] | None = None
+
+
+#: Relay the received PDU unchanged, nothing to rewrite in the response.
+FORWARD = Forward()
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,7 +123,7 @@ class PassThrough:
     """No enforcement: the plain relay."""
 
     def check_submit(self, session: ProxySession, header: Header, raw: bytes) -> Forward | Answer:
-        return Forward(raw)
+        return FORWARD
 
     async def check_deliver(self, system_id: str, header: Header, raw: bytes) -> Deliver:
         return Deliver(forward=True)
@@ -228,7 +236,7 @@ class ProxySession:
     # --- sender -> carrier -----------------------------------------------------
 
     def _from_sender(self, header: Header, raw: bytes) -> None:
-        cmd = header.command_id
+        cmd = header[1]
         try:
             self.state.receive(cmd)
         except SmppError as exc:
@@ -237,21 +245,24 @@ class ProxySession:
                 return
             self._reject(self.sender, header, exc.command_status)
             return
-        if cmd in BIND_COMMANDS:
+        # The branches are disjoint; submits, the bulk of the traffic, first.
+        if cmd in SUBMIT_COMMANDS:
+            verdict = self.ctx.enforcer.check_submit(self, header, raw)
+            if isinstance(verdict, Answer):
+                self.sender.send_response(verdict.raw, header[3])
+                if verdict.after is not None:
+                    verdict.after()
+            else:
+                self._relay_request(self.sender, header,
+                                    raw if verdict.raw is None else verdict.raw,
+                                    verdict.on_response)
+        elif cmd in BIND_COMMANDS:
             if self._binding:
                 self._reject(self.sender, header, CommandStatus.ESME_RALYBND)
                 return
             self._start_task(self._bind(header, raw))
         elif cmd == Command.UNBIND:
             self._start_task(self._unbind_from(self.sender, header))
-        elif cmd in SUBMIT_COMMANDS:
-            verdict = self.ctx.enforcer.check_submit(self, header, raw)
-            if isinstance(verdict, Answer):
-                self.sender.send_response(verdict.raw, header.sequence_number)
-                if verdict.after is not None:
-                    verdict.after()
-            else:
-                self._relay_request(self.sender, header, verdict.raw, verdict.on_response)
         else:
             self._relay_request(self.sender, header, raw)
 
@@ -299,7 +310,7 @@ class ProxySession:
         if dest is None or self._closing:
             self._reject(source, header, CommandStatus.ESME_RSYSERR)
             return
-        seq = header.sequence_number
+        seq = header[3]
 
         def on_response(resp_header: Header | None, resp: bytes | None) -> None:
             if resp is None:
@@ -495,6 +506,7 @@ def upstream_address(config: Config) -> tuple[str, int]:
 
 
 __all__ = [
+    "FORWARD",
     "Answer",
     "Deliver",
     "Enforcer",

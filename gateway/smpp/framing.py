@@ -21,6 +21,9 @@ from .errors import FramingError
 
 _HEADER = struct.Struct(">IIII")
 _U32 = struct.Struct(">I")
+_unpack_header = _HEADER.unpack_from
+_unpack_u32 = _U32.unpack_from
+_pack_u32_into = _U32.pack_into
 
 #: Default cap on one PDU (64 KiB). A 3.4 message_payload TLV can in theory be
 #: longer, but no carrier sends that; raise it per listener if one does.
@@ -34,6 +37,11 @@ class Header(NamedTuple):
     command_id: int
     command_status: int
     sequence_number: int
+
+
+# Builds a Header from an already unpacked 4-tuple without the NamedTuple's
+# Python-level __new__ (the relay makes one per PDU).
+_new_tuple = tuple.__new__
 
 
 def parse_header(raw: bytes | bytearray | memoryview) -> Header:
@@ -76,6 +84,14 @@ def with_sequence(raw: bytes, sequence_number: int) -> bytes:
     if len(raw) < HEADER_LENGTH:
         raise FramingError(f"PDU shorter than the {HEADER_LENGTH}-byte header ({len(raw)} bytes)")
     return raw[:12] + _U32.pack(sequence_number) + raw[16:]
+
+
+def renumbered(raw: bytes, sequence_number: int) -> bytearray:
+    """:func:`with_sequence` for the relay's write path: one copy, as a
+    ``bytearray`` (transports and ``bytes.join`` take it as it is)."""
+    out = bytearray(raw)
+    _pack_u32_into(out, 12, sequence_number)
+    return out
 
 
 def sequence_of(raw: bytes) -> int:
@@ -183,6 +199,37 @@ class FrameReader:
             # good frame in hand is still delivered.
             self._check_head()
         return frame
+
+    def next_pdu(self) -> tuple[Header, bytes] | None:
+        """:meth:`next_frame` with its header already parsed, or ``None``.
+
+        The relay's per-PDU path: the header is read with one unpack from the
+        buffer instead of a second pass over the frame.
+        """
+        if self._error is not None:
+            raise self._error
+        buf = self._buf
+        off = self._off
+        available = len(buf) - off
+        if available < 16:
+            # _check_head validated the length: a frame is never shorter than 16.
+            return None
+        fields = _unpack_header(buf, off)
+        length: int = fields[0]
+        if available < length:
+            return None
+        end = off + length
+        frame = bytes(buf[off:end])
+        if end == len(buf):
+            buf.clear()
+            self._off = 0
+        else:
+            self._off = end
+            if end > 65536 and end * 2 > len(buf):
+                del buf[:end]
+                self._off = 0
+            self._check_head()
+        return _new_tuple(Header, fields), frame
 
     def _check_head(self) -> None:
         """Validate the command_length at the read offset, if its 4 bytes are here.

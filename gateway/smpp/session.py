@@ -169,10 +169,11 @@ class SessionStateMachine:
     unchanged when they do.
     """
 
-    __slots__ = ("bind_command", "role", "state")
+    __slots__ = ("_peer", "bind_command", "role", "state")
 
     def __init__(self, role: Role) -> None:
         self.role = role
+        self._peer = role.peer
         self.state = SessionState.OPEN
         #: The bind request that bound this session, once bound.
         self.bind_command: Command | None = None
@@ -197,7 +198,14 @@ class SessionStateMachine:
 
     def receive(self, command_id: int) -> SessionState:
         """The peer sent us ``command_id``: check it and move on. Returns the new state."""
-        return self._step(self.role.peer, command_id, "receive")
+        # Fast path, once per relayed PDU: Command is an IntEnum, so the plain
+        # int finds the same TRANSITIONS entry without constructing the enum.
+        # A miss (an error, or an unknown id) takes _step for the typed error.
+        next_state = TRANSITIONS.get((self.state, self._peer, command_id))  # type: ignore[arg-type]
+        if next_state is None:
+            return self._step(self._peer, command_id, "receive")
+        self.state = next_state
+        return next_state
 
     def send(self, command_id: int) -> SessionState:
         """We are about to send ``command_id``: check it and move on. Returns the new state."""
