@@ -32,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import struct
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -86,6 +87,8 @@ class LinkSettings:
 # An outstanding request: (deadline, command_id, callback). A plain tuple,
 # because one is made per relayed PDU and a class's __init__ costs more.
 _Pending = tuple[float, int, ResponseCallback]
+# Writes a sequence number into a PDU copy: `_put_u32(pdu, 12, seq)`.
+_put_u32 = struct.Struct(">I").pack_into
 _ENQUIRE_LINK = int(Command.ENQUIRE_LINK)
 _ENQUIRE_LINK_RESP = int(Command.ENQUIRE_LINK_RESP)
 
@@ -103,6 +106,9 @@ class Link(asyncio.Protocol):
         self._reader = FrameReader(max_length=settings.max_pdu_size)
         self._window = settings.window
         self._timeout = settings.response_timeout
+        # Made on first use, like the _count children (labels() is slow, and
+        # a leg that never fills its window should not show a zero series).
+        self._window_full: Counter | None = None
         self._seq = itertools.count(1)
         self._pending: dict[int, _Pending] = {}
         self._unanswered_in = 0
@@ -170,7 +176,9 @@ class Link(asyncio.Protocol):
             return
         self._hold = on
         if on:
-            self.metrics.window_full.labels(self.settings.side).inc()
+            if self._window_full is None:
+                self._window_full = self.metrics.window_full.labels(self.settings.side)
+            self._window_full.inc()
         self._update_reading()
         if not on:
             self._process()
@@ -180,13 +188,33 @@ class Link(asyncio.Protocol):
         `callback(header, raw)` with the response, or `(None, None)` on timeout
         or when the link closes first. Returns the sequence number used."""
         seq = next(self._seq)
+        if seq > 0x7FFFFFFF or seq in self._pending:
+            seq = self._next_seq_slow(seq)
+        command_id = int.from_bytes(raw[4:8], "big")
+        self._pending[seq] = (time.monotonic() + self._timeout, command_id, callback)
+        self._write(renumbered(raw, seq), command_id)
+        return seq
+
+    def relay_request(self, raw: bytes, command_id: int, callback: ResponseCallback) -> bool:
+        """`send_request` for the relay's hot path, where the caller already
+        knows `command_id`: returns `has_room()` after sending, so a relay
+        learns whether to hold its source in the same call."""
+        seq = next(self._seq)
         pending = self._pending
         if seq > 0x7FFFFFFF or seq in pending:
             seq = self._next_seq_slow(seq)
-        command_id = int.from_bytes(raw[4:8], "big")
         pending[seq] = (time.monotonic() + self._timeout, command_id, callback)
-        self._write(renumbered(raw, seq), command_id)
-        return seq
+        if not self._is_closed and self.transport is not None:
+            # _write, inlined: one call per relayed PDU is worth saving here.
+            out = bytearray(raw)
+            _put_u32(out, 12, seq)
+            self._out.append(out)
+            counts = self._counts_out
+            counts[command_id] = counts.get(command_id, 0) + 1
+            if not self._flush_scheduled:
+                self._flush_scheduled = True
+                self._loop.call_soon(self._flush)
+        return len(pending) < self._window and not self._write_paused and not self._is_closed
 
     def request(self, raw: bytes) -> asyncio.Future[tuple[Header | None, bytes | None]]:
         """`send_request` for coroutines: a future of `(header, raw)`, or
@@ -211,7 +239,17 @@ class Link(asyncio.Protocol):
         """Answer a request this leg received, with the peer's sequence number."""
         if self._unanswered_in > 0:
             self._unanswered_in -= 1
-        self._write(renumbered(raw, sequence_number), int.from_bytes(raw[4:8], "big"))
+        if not self._is_closed and self.transport is not None:
+            # _write, inlined: once per relayed response.
+            out = bytearray(raw)
+            _put_u32(out, 12, sequence_number)
+            self._out.append(out)
+            command_id = int.from_bytes(raw[4:8], "big")
+            counts = self._counts_out
+            counts[command_id] = counts.get(command_id, 0) + 1
+            if not self._flush_scheduled:
+                self._flush_scheduled = True
+                self._loop.call_soon(self._flush)
         # One answer fewer can only let a paused leg read again; when reading
         # is not paused, the end of the current batch re-evaluates anyway.
         if self._reading_paused:

@@ -321,8 +321,7 @@ class ProxySession:
                 return
             source.send_response(rewrite(resp) if rewrite is not None else resp, seq)
 
-        dest.send_request(raw, on_response)
-        if not dest.has_room():
+        if not dest.relay_request(raw, header[1], on_response):
             source.hold(True)
 
     def _reject(self, link: Link, header: Header, status: int) -> None:

@@ -93,7 +93,6 @@ def renumbered(raw: bytes, sequence_number: int) -> bytearray:
     _pack_u32_into(out, 12, sequence_number)
     return out
 
-
 def sequence_of(raw: bytes) -> int:
     """The sequence_number of a whole PDU, without parsing anything else."""
     if len(raw) < HEADER_LENGTH:
