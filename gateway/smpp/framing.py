@@ -227,7 +227,12 @@ class FrameReader:
             if end > 65536 and end * 2 > len(buf):
                 del buf[:end]
                 self._off = 0
-            self._check_head()
+                end = 0
+            # _check_head, inlined for the common case of a good next length.
+            if len(buf) - end >= 4:
+                following: int = _unpack_u32(buf, end)[0]
+                if following < HEADER_LENGTH or following > self.max_length:
+                    self._check_head()
         return _new_tuple(Header, fields), frame
 
     def _check_head(self) -> None:

@@ -160,6 +160,21 @@ def _build() -> dict[Key, SessionState]:
 TRANSITIONS: dict[Key, SessionState] = _build()
 
 
+def _by_state() -> dict[tuple[SessionState, Role], dict[int, SessionState]]:
+    """TRANSITIONS split by (state, sender) into plain-int tables: the per-PDU
+    look-up then hashes one int instead of a tuple of two enum members (whose
+    __hash__ is Python code)."""
+    tables: dict[tuple[SessionState, Role], dict[int, SessionState]] = {
+        (state, role): {} for state in SessionState for role in Role
+    }
+    for (state, role, command), next_state in TRANSITIONS.items():
+        tables[(state, role)][int(command)] = next_state
+    return tables
+
+
+_BY_STATE = _by_state()
+
+
 class SessionStateMachine:
     """One end of an SMPP session: checks every PDU against :data:`TRANSITIONS`.
 
@@ -169,11 +184,14 @@ class SessionStateMachine:
     unchanged when they do.
     """
 
-    __slots__ = ("_peer", "bind_command", "role", "state")
+    __slots__ = ("_peer", "_rx_state", "_rx_table", "bind_command", "role", "state")
 
     def __init__(self, role: Role) -> None:
         self.role = role
         self._peer = role.peer
+        # receive()'s table for the state it last saw (re-fetched when it changes).
+        self._rx_state: SessionState | None = None
+        self._rx_table: dict[int, SessionState] = {}
         self.state = SessionState.OPEN
         #: The bind request that bound this session, once bound.
         self.bind_command: Command | None = None
@@ -198,10 +216,15 @@ class SessionStateMachine:
 
     def receive(self, command_id: int) -> SessionState:
         """The peer sent us ``command_id``: check it and move on. Returns the new state."""
-        # Fast path, once per relayed PDU: Command is an IntEnum, so the plain
-        # int finds the same TRANSITIONS entry without constructing the enum.
-        # A miss (an error, or an unknown id) takes _step for the typed error.
-        next_state = TRANSITIONS.get((self.state, self._peer, command_id))  # type: ignore[arg-type]
+        # Fast path, once per relayed PDU: the TRANSITIONS rows of the current
+        # state, keyed by plain int, so no Command is constructed and no enum
+        # hashed. A miss (an error, or an unknown id) takes _step for the
+        # typed error, exactly as before.
+        state = self.state
+        if state is not self._rx_state:
+            self._rx_table = _BY_STATE[(state, self._peer)]
+            self._rx_state = state
+        next_state = self._rx_table.get(command_id)
         if next_state is None:
             return self._step(self._peer, command_id, "receive")
         self.state = next_state
