@@ -122,8 +122,10 @@ class SubmitMetrics:
     def __init__(self, metrics: Metrics) -> None:
         self._metrics = metrics
         self._histogram: Histogram = metrics.decision_seconds
-        self._children: dict[tuple[str, SmsType, bool], Counter] = {}
-        self._counts: dict[tuple[str, SmsType, bool], int] = {}
+        # Keyed by the SMS type's string value: hashing an enum member runs
+        # Python code (Enum.__hash__), hashing a str does not.
+        self._children: dict[tuple[str, str, bool], Counter] = {}
+        self._counts: dict[tuple[str, str, bool], int] = {}
         bounds = getattr(self._histogram, "_upper_bounds", None)
         buckets = getattr(self._histogram, "_buckets", None)
         total = getattr(self._histogram, "_sum", None)
@@ -144,12 +146,12 @@ class SubmitMetrics:
         if not self._scheduled and not self._schedule():
             if seconds is not None:
                 self._histogram.observe(seconds)
-            self._child((app_id, sms_type, blocked)).inc()
+            self._child((app_id, sms_type._value_, blocked)).inc()
             return
         if seconds is not None:
             self._seconds += seconds
             self._bucket_counts[bisect.bisect_left(self._bounds, seconds)] += 1
-        key = (app_id, sms_type, blocked)
+        key = (app_id, sms_type._value_, blocked)
         counts = self._counts
         counts[key] = counts.get(key, 0) + 1
 
@@ -180,13 +182,13 @@ class SubmitMetrics:
         self._scheduled = True
         return True
 
-    def _child(self, key: tuple[str, SmsType, bool]) -> Counter:
+    def _child(self, key: tuple[str, str, bool]) -> Counter:
         # labels() costs more than the decision itself; keep the children.
         child = self._children.get(key)
         if child is None:
             app_id, sms_type, blocked = key
             child = self._metrics.submit.labels(
-                app_id, sms_type.value, "blocked" if blocked else "allowed")
+                app_id, sms_type, "blocked" if blocked else "allowed")
             self._children[key] = child
         return child
 
