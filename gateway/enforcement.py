@@ -17,13 +17,11 @@ destination, the SMS type and the concatenation reference); the domain in
 from __future__ import annotations
 
 import asyncio
-import bisect
 import logging
 import secrets
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any
 
 from prometheus_client import Counter, Histogram
 
@@ -106,17 +104,15 @@ class MessageIds:
 
 
 class SubmitMetrics:
-    """The per-submit metrics (`optout_decision_seconds`, `optout_submit_total`),
-    added up in plain Python and applied to the Prometheus objects once per
+    """The per-submit metrics: `optout_decision_seconds` observed per submit,
+    `optout_submit_total` added up in plain Python and applied once per
     event-loop turn.
 
-    Why: `Histogram.observe` plus `Counter.inc` take about 1 us per submit
-    (a lock per value, a bucket scan), as much as the decision itself. The
-    totals are the same: every observation lands in the bucket `observe`
-    would pick, and the flush runs (via `call_soon`) before any later I/O
-    callback, so a scrape or a peer never sees a submit answered but not
-    counted. Without a running loop, or if prometheus_client's histogram
-    internals are not what this expects, values are applied at once.
+    Why: `labels()` plus `inc()` cost about as much as the decision itself,
+    and a submit counted a loop turn later is never visible: the flush runs
+    (via `call_soon`) before any later I/O callback, so neither a scrape nor
+    a peer sees a submit answered but not counted. Without a running loop the
+    counts apply at once.
     """
 
     def __init__(self, metrics: Metrics) -> None:
@@ -126,34 +122,23 @@ class SubmitMetrics:
         # Python code (Enum.__hash__), hashing a str does not.
         self._children: dict[tuple[str, str, bool], Counter] = {}
         self._counts: dict[tuple[str, str, bool], int] = {}
-        bounds = getattr(self._histogram, "_upper_bounds", None)
-        buckets = getattr(self._histogram, "_buckets", None)
-        total = getattr(self._histogram, "_sum", None)
-        self._batched = (
-            isinstance(bounds, list) and isinstance(buckets, list)
-            and len(bounds) == len(buckets) and bounds[-1] == float("inf")
-            and hasattr(total, "inc") and all(hasattr(b, "inc") for b in buckets)
-        )
-        self._bounds: list[float] = bounds if self._batched else []  # type: ignore[assignment]
-        self._bucket_counts = [0] * len(self._bounds)
-        self._seconds = 0.0
         self._scheduled = False
 
     def decided(self, seconds: float | None, app_id: str, sms_type: SmsType,
                 blocked: bool) -> None:
         """Count one submit; `seconds` is how long its decision took (None when
         an earlier segment's decision was reused)."""
-        if not self._scheduled and not self._schedule():
-            if seconds is not None:
-                self._histogram.observe(seconds)
-            self._child((app_id, sms_type._value_, blocked)).inc()
-            return
         if seconds is not None:
-            self._seconds += seconds
-            self._bucket_counts[bisect.bisect_left(self._bounds, seconds)] += 1
+            self._histogram.observe(seconds)
         key = (app_id, sms_type._value_, blocked)
         counts = self._counts
         counts[key] = counts.get(key, 0) + 1
+        if not self._scheduled:
+            try:
+                asyncio.get_running_loop().call_soon(self.flush)
+                self._scheduled = True
+            except RuntimeError:
+                self.flush()
 
     def flush(self) -> None:
         """Apply what was added up since the last flush."""
@@ -161,26 +146,6 @@ class SubmitMetrics:
         counts, self._counts = self._counts, {}
         for key, n in counts.items():
             self._child(key).inc(n)
-        bucket_counts = self._bucket_counts
-        if any(bucket_counts):
-            histogram: Any = self._histogram  # its private parts, checked in __init__
-            histogram._sum.inc(self._seconds)
-            for i, n in enumerate(bucket_counts):
-                if n:
-                    histogram._buckets[i].inc(n)
-                    bucket_counts[i] = 0
-            self._seconds = 0.0
-
-    def _schedule(self) -> bool:
-        if not self._batched:
-            return False
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            return False
-        loop.call_soon(self.flush)
-        self._scheduled = True
-        return True
 
     def _child(self, key: tuple[str, str, bool]) -> Counter:
         # labels() costs more than the decision itself; keep the children.
