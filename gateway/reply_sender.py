@@ -82,9 +82,7 @@ class _ReplyBind:
             task = asyncio.create_task(self._deliver(link, header, raw))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
-        elif cmd in (Command.OUTBIND, Command.ALERT_NOTIFICATION):
-            pass  # no response exists for these
-        else:
+        elif cmd not in (Command.OUTBIND, Command.ALERT_NOTIFICATION):  # these have no response
             link.answer(header, CommandStatus.ESME_RINVBNDSTS)
 
     async def _deliver(self, link: Link, header: Header, raw: bytes) -> None:

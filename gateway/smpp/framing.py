@@ -171,33 +171,8 @@ class FrameReader:
 
     def next_frame(self) -> bytes | None:
         """One whole PDU (header included) if one is buffered, else ``None``."""
-        if self._error is not None:
-            raise self._error
-        buf = self._buf
-        off = self._off
-        available = len(buf) - off
-        if available < 4:
-            return None
-        length: int = _U32.unpack_from(buf, off)[0]
-        # _check_head already validated this length when its bytes arrived.
-        if available < length:
-            return None
-        end = off + length
-        frame = bytes(buf[off:end])
-        if end == len(buf):
-            # The common case at speed: the buffer is drained, reset it in O(1).
-            buf.clear()
-            self._off = 0
-        else:
-            self._off = end
-            if end > 65536 and end * 2 > len(buf):
-                # Drop consumed bytes now and then so the buffer cannot creep.
-                del buf[:end]
-                self._off = 0
-            # A bad length behind this frame fails the *next* call, so the
-            # good frame in hand is still delivered.
-            self._check_head()
-        return frame
+        item = self.next_pdu()
+        return None if item is None else item[1]
 
     def next_pdu(self) -> tuple[Header, bytes] | None:
         """:meth:`next_frame` with its header already parsed, or ``None``.
