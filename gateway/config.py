@@ -41,6 +41,8 @@ class ConfigError(Exception):
 @dataclass(frozen=True)
 class SmppConfig:
     listen: str = "127.0.0.1:2775"
+    # Sender connections at once, bound or not; more are closed on arrival.
+    max_connections: int = 1000
     tls_cert: str | None = None
     tls_key: str | None = None
     max_pdu_size: int = 65536
@@ -271,6 +273,8 @@ def _validate(config: Config, source: str) -> None:
         parse_hostport(config.upstream.address, f"{source}: upstream.address")
     if not 16 <= s.max_pdu_size <= 16 * 1024 * 1024:
         raise bad("smpp.max_pdu_size", "must be between 16 and 16777216")
+    if not 1 <= s.max_connections <= 100000:
+        raise bad("smpp.max_connections", "must be between 1 and 100000")
     if not 1 <= s.window <= 10000:
         raise bad("smpp.window", "must be between 1 and 10000")
     for key in ("response_timeout", "enquire_link_interval", "bind_timeout"):

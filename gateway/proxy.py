@@ -180,6 +180,8 @@ class RelayContext:
     sessions: Sessions
     upstream_address: tuple[str, int]
     upstream_ssl: ssl.SSLContext | None = None
+    # Sender connections open now, bound or not (bounded by max_connections).
+    connections: int = 0
 
 
 # --- one sender <-> carrier pair ---------------------------------------------------
@@ -227,6 +229,8 @@ class ProxySession:
             other.hold(False)
 
     def link_closed(self, link: Link, reason: str) -> None:
+        if link is self.sender:
+            self.ctx.connections -= 1
         if link is not self.sender and link is not self.upstream:
             return  # the leg of a bind the carrier refused: the sender may try again
         side = "sender" if link is self.sender else "upstream"
@@ -494,9 +498,27 @@ def _text(value: object) -> str:
 async def start_listener(
     ctx: RelayContext, host: str, port: int, tls: ssl.SSLContext | None = None
 ) -> asyncio.Server:
-    """Accept sender connections; each gets a ProxySession."""
+    """Accept sender connections; each gets a ProxySession. Past
+    `[smpp] max_connections` a connection is closed at once, so a client
+    opening sockets in a loop cannot make the sidecar allocate without bound."""
     loop = asyncio.get_running_loop()
-    return await loop.create_server(lambda: ProxySession(ctx).sender, host, port, ssl=tls)
+    limit = ctx.config.smpp.max_connections
+
+    def accept() -> asyncio.Protocol:
+        if ctx.connections >= limit:
+            return _Refused()
+        ctx.connections += 1
+        return ProxySession(ctx).sender
+
+    return await loop.create_server(accept, host, port, ssl=tls)
+
+
+class _Refused(asyncio.Protocol):
+    """A connection over the limit: closed as soon as it is made."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        logs.event(log, "connection_refused", logging.WARNING, reason="max_connections")
+        transport.close()
 
 
 def upstream_address(config: Config) -> tuple[str, int]:

@@ -488,3 +488,20 @@ async def test_a_refused_bind_can_be_retried_on_the_same_connection(relay: Relay
     assert accepted.command_status == 0
     await wait_for(lambda: len(relay.ctx.sessions.all()) == 1)
     peer.close()
+
+
+async def test_connections_past_the_limit_are_closed_at_once(carrier: CarrierSim) -> None:
+    relay = await start_relay(relay_config(carrier.port, max_connections=2), carrier)
+    try:
+        first, second = await relay.raw(), await relay.raw()
+        third = await relay.raw()
+        assert await third.closed()  # over the limit: closed on arrival
+        assert (await first.bind()).command_status == 0  # the others work
+        second.close()
+        await wait_for(lambda: relay.ctx.connections == 1)
+        fourth = await relay.raw()  # room again
+        assert (await fourth.bind(system_id="beta", password="beta-pw")).command_status == 0
+        first.close()
+        fourth.close()
+    finally:
+        await stop_relay(relay)
