@@ -183,17 +183,11 @@ class Link(asyncio.Protocol):
         if not on:
             self._process()
 
-    def send_request(self, raw: bytes, callback: ResponseCallback) -> int:
+    def send_request(self, raw: bytes, callback: ResponseCallback) -> None:
         """Send a request PDU (its sequence number is replaced by ours) and call
         `callback(header, raw)` with the response, or `(None, None)` on timeout
-        or when the link closes first. Returns the sequence number used."""
-        seq = next(self._seq)
-        if seq > 0x7FFFFFFF or seq in self._pending:
-            seq = self._next_seq_slow(seq)
-        command_id = int.from_bytes(raw[4:8], "big")
-        self._pending[seq] = (time.monotonic() + self._timeout, command_id, callback)
-        self._write(renumbered(raw, seq), command_id)
-        return seq
+        or when the link closes first."""
+        self.relay_request(raw, int.from_bytes(raw[4:8], "big"), callback)
 
     def relay_request(self, raw: bytes, command_id: int, callback: ResponseCallback) -> bool:
         """`send_request` for the relay's hot path, where the caller already
@@ -333,7 +327,7 @@ class Link(asyncio.Protocol):
 
     def _process_frames(self, counts_in: dict[int, int]) -> None:
         # The relay's inner loop, once per PDU: attributes are read into locals
-        # and the matched-response case is inlined (see _on_response).
+        # and matched responses are handled inline.
         next_pdu = self._reader.next_pdu
         pending_map = self._pending
         owner = self.owner
@@ -347,43 +341,37 @@ class Link(asyncio.Protocol):
             if item is None:
                 break
             header, raw = item
-            command_id = header[1]
+            command_id = header.command_id
             counts_in[command_id] = counts_in.get(command_id, 0) + 1
             if command_id & RESPONSE_BIT:
                 # Sequence 0 is never ours, so a generic_nack for an unreadable
-                # PDU takes the _on_response path too.
-                pending = pending_map.pop(header[3], None)
+                # PDU is unmatched too.
+                pending = pending_map.pop(header.sequence_number, None)
                 if pending is None:
-                    self._on_response(header, raw)
+                    self._unmatched_response(header)
                     continue
                 pending[2](header, raw)
                 if len(pending_map) == room_at:
                     owner.link_room(self)
             elif command_id == _ENQUIRE_LINK:
-                self._write(
-                    encode_simple(_ENQUIRE_LINK_RESP, 0, header[3]), _ENQUIRE_LINK_RESP
-                )
+                resp = encode_simple(_ENQUIRE_LINK_RESP, 0, header.sequence_number)
+                self._write(resp, _ENQUIRE_LINK_RESP)
             else:
                 if command_id not in _NO_RESPONSE:
                     self._unanswered_in += 1
                 owner.link_request(self, header, raw)
         self._update_reading()
 
-    def _on_response(self, header: Header, raw: bytes) -> None:
+    def _unmatched_response(self, header: Header) -> None:
+        """A response with no request of ours outstanding: logged, dropped."""
         if header.command_id == Command.GENERIC_NACK and header.sequence_number == 0:
             # A nack for a PDU the peer could not even read a sequence number of.
             logs.event(log, "generic_nack_received", logging.WARNING, side=self.settings.side,
                        peer=self.peer, status=f"{header.command_status:#x}")
             return
-        pending = self._pending.pop(header.sequence_number, None)
-        if pending is None:
-            logs.event(log, "unexpected_response", logging.WARNING, side=self.settings.side,
-                       peer=self.peer, command=command_name(header.command_id),
-                       sequence=header.sequence_number)
-            return
-        pending[2](header, raw)
-        if len(self._pending) == self.settings.window - 1:
-            self.owner.link_room(self)
+        logs.event(log, "unexpected_response", logging.WARNING, side=self.settings.side,
+                   peer=self.peer, command=command_name(header.command_id),
+                   sequence=header.sequence_number)
 
     def _update_reading(self) -> None:
         if self.transport is None or self._is_closed:

@@ -240,7 +240,7 @@ class ProxySession:
     # --- sender -> carrier -----------------------------------------------------
 
     def _from_sender(self, header: Header, raw: bytes) -> None:
-        cmd = header[1]
+        cmd = header.command_id
         try:
             self.state.receive(cmd)
         except SmppError as exc:
@@ -253,7 +253,7 @@ class ProxySession:
         if cmd in SUBMIT_COMMANDS:
             verdict = self.ctx.enforcer.check_submit(self, header, raw)
             if isinstance(verdict, Answer):
-                self.sender.send_response(verdict.raw, header[3])
+                self.sender.send_response(verdict.raw, header.sequence_number)
                 if verdict.after is not None:
                     verdict.after()
             else:
@@ -314,7 +314,7 @@ class ProxySession:
         if dest is None or self._closing:
             self._reject(source, header, CommandStatus.ESME_RSYSERR)
             return
-        seq = header[3]
+        seq = header.sequence_number
 
         def on_response(resp_header: Header | None, resp: bytes | None) -> None:
             if resp is None:
@@ -325,7 +325,7 @@ class ProxySession:
                 return
             source.send_response(rewrite(resp) if rewrite is not None else resp, seq)
 
-        if not dest.relay_request(raw, header[1], on_response):
+        if not dest.relay_request(raw, header.command_id, on_response):
             source.hold(True)
 
     def _reject(self, link: Link, header: Header, status: int) -> None:
