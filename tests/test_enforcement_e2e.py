@@ -29,6 +29,7 @@ from metrics import Metrics
 from rules.model import SmsType
 from tests.esme import Esme
 from tests.raw_smpp import RawPeer
+from tests.waiting import wait_for
 
 INBOUND = "+18005550100"  # the sender's toll-free number
 INBOUND_DIGITS = "18005550100"
@@ -145,12 +146,6 @@ async def mo(world: World, text: str | bytes, sender: str = ALICE_DIGITS,
 
 async def submit(esme: Esme, dest: str, **kw: Any) -> Any:
     return await asyncio.to_thread(esme.submit, dest, b"Big sale today", **kw)
-
-
-async def wait_for(predicate: Any, timeout: float = 5.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not predicate():
-            await asyncio.sleep(0.01)
 
 
 # --- the core story --------------------------------------------------------------------

@@ -23,6 +23,7 @@ from gateway.smpp.pdu import Tlv
 from metrics import Metrics
 from tests.esme import Esme
 from tests.raw_smpp import RawPeer
+from tests.waiting import wait_for
 
 CREDENTIALS = {"acme": "secret", "beta": "beta-pw"}
 
@@ -81,13 +82,6 @@ async def relay(carrier: CarrierSim) -> AsyncIterator[Relay]:
     r = await start_relay(relay_config(carrier.port), carrier)
     yield r
     await stop_relay(r)
-
-
-async def wait_for(predicate: Any, timeout: float = 5.0) -> None:
-    """Wait until predicate() is true, yielding to the loop between checks."""
-    async with asyncio.timeout(timeout):
-        while not predicate():
-            await asyncio.sleep(0.01)
 
 
 def sessions_gauge(metrics: Metrics, side: str, bind_type: str) -> float:
