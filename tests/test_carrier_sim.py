@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import shutil
 import ssl
-import subprocess
 import threading
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -30,6 +28,7 @@ from gateway.smpp import (
     make_pdu,
 )
 from gateway.smpp.framing import encode_simple
+from tests.certs import self_signed
 
 C = Command
 S = CommandStatus
@@ -503,25 +502,17 @@ async def test_a_stuck_or_throttling_carrier_can_be_played() -> None:
         raw.close()
 
 
-def self_signed(tmp: Path) -> tuple[ssl.SSLContext, ssl.SSLContext]:
-    """(server, client) TLS contexts around a throwaway certificate for 127.0.0.1."""
-    if shutil.which("openssl") is None:
-        pytest.skip("openssl is not installed")
-    cert, key = tmp / "cert.pem", tmp / "key.pem"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-         "-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost",
-         "-keyout", str(key), "-out", str(cert)],
-        check=True, capture_output=True, timeout=60,
-    )
+def tls_contexts(tmp: Path) -> tuple[ssl.SSLContext, ssl.SSLContext]:
+    """(server, client) TLS contexts around a throwaway certificate."""
+    cert, key = self_signed(tmp)
     server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     server.load_cert_chain(cert, key)
-    client = ssl.create_default_context(cafile=str(cert))
+    client = ssl.create_default_context(cafile=cert)
     return server, client
 
 
 async def test_tls_listener(tmp_path: Path) -> None:
-    server_tls, client_tls = self_signed(tmp_path)
+    server_tls, client_tls = tls_contexts(tmp_path)
     async with CarrierSim(SimConfig(port=0, tls=server_tls)) as sim:
         raw = await RawClient.connect(sim.port, client_tls)
         assert (await raw.bind()).command_status == 0

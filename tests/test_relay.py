@@ -21,6 +21,7 @@ from gateway.smpp import pdu as codec
 from gateway.smpp.constants import Command, CommandStatus
 from gateway.smpp.pdu import Tlv
 from metrics import Metrics
+from tests.certs import self_signed
 from tests.esme import Esme
 from tests.raw_smpp import RawPeer
 from tests.waiting import wait_for
@@ -363,22 +364,6 @@ async def test_full_window_pauses_and_timeouts_answer_the_sender(carrier: Carrie
         peer.close()
     finally:
         await stop_relay(relay)
-
-
-def self_signed(tmp: Any) -> tuple[str, str]:
-    import shutil
-    import subprocess
-
-    if shutil.which("openssl") is None:
-        pytest.skip("openssl is not installed")
-    cert, key = tmp / "cert.pem", tmp / "key.pem"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-         "-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost",
-         "-keyout", str(key), "-out", str(cert)],
-        check=True, capture_output=True, timeout=60,
-    )
-    return str(cert), str(key)
 
 
 async def test_tls_on_the_listener_and_the_upstream_leg(tmp_path: Any) -> None:
