@@ -38,14 +38,57 @@ def metrics() -> Metrics:
     return Metrics()
 
 
+class CrashRecorder(logging.Handler):
+    """Keeps every "unhandled error in HTTP handler" record logged while it
+    is attached, whatever the test phase (setup, call or teardown)."""
+
+    MESSAGE = "unhandled error in HTTP handler"
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.crashes: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.getMessage() == self.MESSAGE:
+            self.crashes.append(record)
+
+    def check(self) -> None:
+        """AssertionError naming the first crash, if there was one."""
+        if self.crashes:
+            first = self.crashes[0]
+            detail = first.getMessage()
+            if first.exc_info is not None and first.exc_info[1] is not None:
+                detail = f"{detail}: {first.exc_info[1]!r}"
+            raise AssertionError(f"HTTP handler crashed ({len(self.crashes)}x): {detail}")
+
+
+@contextlib.contextmanager
+def recording_crashes() -> Iterator[CrashRecorder]:
+    """Attach a `CrashRecorder` to the HTTP logger for the `with` block.
+
+    Why our own handler: `caplog.records` at teardown holds only teardown's
+    records, so a 500 during the test itself went unseen.
+    """
+    logger = logging.getLogger("gateway.http")
+    recorder = CrashRecorder()
+    old_level = logger.level
+    if logger.getEffectiveLevel() > logging.ERROR:
+        logger.setLevel(logging.ERROR)
+    logger.addHandler(recorder)
+    try:
+        yield recorder
+    finally:
+        logger.removeHandler(recorder)
+        logger.setLevel(old_level)
+
+
 @pytest.fixture
-def no_server_errors(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
+def no_server_errors() -> Iterator[CrashRecorder]:
     """Fails the test if a handler raised something the error middleware
-    had to turn into a 500 (the API promises never to)."""
-    caplog.set_level(logging.ERROR, logger="gateway.http")
-    yield
-    crashes = [r for r in caplog.records if r.getMessage() == "unhandled error in HTTP handler"]
-    assert not crashes, f"HTTP handler crashed: {crashes[0].exc_text or crashes[0].getMessage()}"
+    had to turn into a 500 (the API promises never to), in any phase."""
+    with recording_crashes() as recorder:
+        yield recorder
+    recorder.check()
 
 
 @dataclass
@@ -111,10 +154,11 @@ AppFactory = Callable[..., Awaitable[Api]]
 
 @pytest.fixture
 def make_api(
+    # First, so that it is set up before and torn down after the app and client.
+    no_server_errors: CrashRecorder,
     aiohttp_client: Callable[..., Awaitable[TestClient[web.Request, web.Application]]],
     service: OptOutService,
     metrics: Metrics,
-    no_server_errors: None,
 ) -> AppFactory:
     """Builds the app with `make_app` (keyword arguments passed through)
     and returns an `Api` bound to a test client."""
