@@ -554,6 +554,26 @@ class CarrierSim:
                    text=logs.text(text), status=status_name(resp.command_status))
         return resp.command_status
 
+    async def inject_pdu(self, pdu: Pdu, *, system_id: str | None = None,
+                         timeout: float | None = None) -> int:
+        """Send a ready-made deliver_sm / data_sm to a bound receiver session of
+        ``system_id`` (any if ``None``); return its response's status.
+
+        For what ``inject_mo`` cannot build: data_sm, receipts with chosen
+        text and TLVs. Raises :class:`NoReceiverError` or ``TimeoutError``.
+        """
+        wait = self.config.response_timeout if timeout is None else timeout
+        try:
+            await self._wait_until(lambda: self._receiver(system_id) is not None, wait)
+        except TimeoutError:
+            raise NoReceiverError(
+                f"no bound receiver session{f' for {system_id}' if system_id else ''}"
+            ) from None
+        session = self._receiver(system_id)
+        assert session is not None
+        resp = await session.request(pdu, wait)
+        return resp.command_status
+
     async def send_receipt(
         self,
         message_id: str,

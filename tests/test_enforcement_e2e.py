@@ -29,6 +29,7 @@ from metrics import Metrics
 from rules.model import SmsType
 from tests.esme import Esme
 from tests.raw_smpp import RawPeer
+from tests.sentinel import arrivals_before_sentinel
 from tests.waiting import wait_for
 
 INBOUND = "+18005550100"  # the sender's toll-free number
@@ -148,6 +149,21 @@ async def submit(esme: Esme, dest: str, **kw: Any) -> Any:
     return await asyncio.to_thread(esme.submit, dest, b"Big sale today", **kw)
 
 
+async def submit_text(esme: Esme, dest: str, text: bytes) -> None:
+    """An allowed submit (a sentinel); its response must be OK."""
+    assert (await asyncio.to_thread(esme.submit, dest, text)).status == 0
+
+
+async def raw_submit(peer: RawPeer, dest: str, text: bytes) -> None:
+    """An allowed submit_sm on a raw session (a sentinel); its response must be OK."""
+    seq = await peer.send(codec.make_pdu(
+        Command.SUBMIT_SM, source_addr_ton=1, source_addr_npi=1,
+        source_addr=INBOUND_DIGITS.encode(), dest_addr_ton=1, dest_addr_npi=1,
+        destination_addr=dest.encode(), short_message=text))
+    resp = await peer.read_command(Command.SUBMIT_SM_RESP)
+    assert (resp.sequence_number, resp.command_status) == (seq, 0)
+
+
 # --- the core story --------------------------------------------------------------------
 
 
@@ -164,16 +180,22 @@ async def test_stop_blocks_the_next_marketing_submit_and_confirms_once(world: Wo
     assert await status == 0
 
     blocked_before = world.submits(BLOCKED)
+    mark = len(world.carrier.received)
     resp = await submit(esme, ALICE_DIGITS)
     assert resp.status == 0x45  # ESME_RSUBMITFAIL: permanent, never retried
     assert world.submits(BLOCKED) == blocked_before + 1
+    # The blocked submit never reached the carrier (a later allowed one did).
+    arrived = await arrivals_before_sentinel(
+        world.carrier, mark, lambda text: submit_text(esme, BOB_DIGITS, text))
+    assert not [p for p in arrived if p.get_bytes("destination_addr") == ALICE_DIGITS.encode()
+                and p.message_bytes() == b"Big sale today"]
 
     await wait_for(lambda: len(world.confirmations_to(ALICE_DIGITS)) == 1)
     (confirmation,) = world.confirmations_to(ALICE_DIGITS)
     assert b"Acme Alerts" in confirmation.message_bytes()
     assert b"START" in confirmation.message_bytes()
-    # Only the confirmation reached the carrier after the STOP, not the blocked submit.
-    assert world.carrier.submit_count == before_carrier + 1
+    # Only the confirmation and the sentinel reached the carrier after the STOP.
+    assert world.carrier.submit_count == before_carrier + 2
 
     # A repeated STOP is recorded but not confirmed again.
     assert await mo(world, "stop") == 0
@@ -239,6 +261,45 @@ async def test_a_receipt_mentioning_stop_changes_nothing(world: World) -> None:
     assert world.sidecar.service.unsubscribed_count() == 0
 
 
+@pytest.mark.parametrize(
+    ("command", "esm_class", "text"),
+    [
+        (Command.DELIVER_SM, 0x04, b"STOP"),  # SMSC delivery receipt, text exactly STOP
+        (Command.DELIVER_SM, 0x04, b"STOP id:abc sub:001 dlvrd:001 stat:DELIVRD err:000"),
+        (Command.DELIVER_SM, 0x08, b"Stop"),  # SME delivery acknowledgement
+        (Command.DATA_SM, 0x04, b"STOP"),  # receipts also come as data_sm (NOTES 7)
+    ],
+    ids=["deliver_sm-STOP", "deliver_sm-STOP-id", "deliver_sm-sme-ack", "data_sm-STOP"],
+)
+async def test_a_receipt_whose_text_is_stop_stays_a_receipt(
+    world: World, command: int, esm_class: int, text: bytes
+) -> None:
+    # given a sender bound as a transceiver (its receipts come back through it)
+    peer = await world.raw()
+    await peer.bind(system_id="acme")
+    fields: dict[str, Any] = {"short_message": text}
+    if command == Command.DATA_SM:
+        fields = {"tlvs": [Tlv(0x0424, text)]}
+    receipt = codec.make_pdu(
+        command, source_addr_ton=1, source_addr_npi=1, source_addr=ALICE_DIGITS.encode(),
+        dest_addr_ton=1, dest_addr_npi=1, destination_addr=INBOUND_DIGITS.encode(),
+        esm_class=esm_class, **fields)
+    receipt.tlvs.extend([Tlv(0x001E, b"abc\x00"), Tlv(0x0427, b"\x02"), Tlv(0x1402, b"vnd")])
+
+    # when the carrier delivers a receipt whose text reads STOP
+    status = asyncio.create_task(world.carrier.inject_pdu(receipt, system_id="acme"))
+    relayed = await peer.read_command(command)
+    await peer.send(codec.response_for(relayed))
+
+    # then the sender gets it untouched, the carrier its OK, and nobody opted out
+    assert codec.encode(relayed)[16:] == codec.encode(receipt)[16:]
+    assert await status == 0
+    assert world.sidecar.service is not None
+    assert world.sidecar.service.unsubscribed_count() == 0
+    assert world.sidecar.service.decide(APP, SmsType.MARKETING, ALICE).allowed
+    peer.close()
+
+
 async def test_a_jamaican_stop_changes_nothing(world: World) -> None:
     esme = await bound_trx(world)
     assert await mo(world, "STOP", sender=JAMAICA_DIGITS) == 0
@@ -298,16 +359,54 @@ async def test_submit_multi_forwards_only_allowed_destinations(world: World) -> 
     peer.close()
 
 
+async def test_a_partly_blocked_submit_multi_keeps_every_tlv_byte_for_byte(world: World) -> None:
+    # given Alice opted out, and a submit_multi to her and Bob carrying known
+    # and unknown (vendor) TLVs, one of them empty
+    assert await mo(world, "STOP") == 0
+    tlvs = [Tlv(0x0204, b"\x00\x07"),  # user_message_reference
+            Tlv(0x1400, b"\x01\x02vendor\x00"),
+            Tlv(0x3FFF, b""),
+            Tlv(0x2150, bytes(range(256)))]
+    tlv_bytes = b"".join(t.tag.to_bytes(2, "big") + len(t.value).to_bytes(2, "big") + t.value
+                         for t in tlvs)
+    multi = codec.make_pdu(
+        Command.SUBMIT_MULTI, source_addr_ton=1, source_addr_npi=1,
+        source_addr=INBOUND_DIGITS.encode(),
+        dest_address=[SmeAddress(1, 1, ALICE_DIGITS.encode()),
+                      SmeAddress(1, 1, BOB_DIGITS.encode())],
+        short_message=b"Big sale", tlvs=tlvs)
+    assert codec.encode(multi).endswith(tlv_bytes)
+    peer = await world.raw()
+    await peer.bind(system_id="acme")
+
+    # when the sidecar forwards it without Alice
+    await peer.send(multi)
+    resp = await peer.read_command(Command.SUBMIT_MULTI_RESP)
+    assert [u.addr for u in resp.unsuccess_smes()] == [ALICE_DIGITS.encode()]
+
+    # then the carrier gets every TLV, byte for byte and in order
+    (raw,) = [r for r in world.carrier.received_raw
+              if int.from_bytes(r[4:8], "big") == Command.SUBMIT_MULTI]
+    assert raw.endswith(tlv_bytes)
+    forwarded = codec.decode(raw)
+    assert [d.addr for d in forwarded.destinations()] == [BOB_DIGITS.encode()]
+    assert forwarded.tlvs == tlvs
+    peer.close()
+
+
 async def test_data_sm_is_checked_like_submit_sm(world: World) -> None:
     assert await mo(world, "STOP") == 0
     peer = await world.raw()
     await peer.bind(system_id="acme")
+    mark = len(world.carrier.received)
     await peer.send(codec.make_pdu(
         Command.DATA_SM, dest_addr_ton=1, dest_addr_npi=1,
         destination_addr=ALICE_DIGITS.encode(), tlvs=[Tlv(0x0424, b"Big sale")]))
     resp = await peer.read_command(Command.DATA_SM_RESP)
     assert resp.command_status == 0x45
-    assert not [r for r in world.carrier.received if r.command_id == Command.DATA_SM]
+    arrived = await arrivals_before_sentinel(
+        world.carrier, mark, lambda text: raw_submit(peer, BOB_DIGITS, text))
+    assert not [r for r in arrived if r.command_id == Command.DATA_SM]
     peer.close()
 
 
@@ -333,16 +432,16 @@ async def test_receipt_mode_accepts_and_sends_rejectd(tmp_path: Path) -> None:
         esme = await bound_trx(world)
         assert await mo(world, "STOP") == 0
         await wait_for(lambda: len(world.confirmations_to(ALICE_DIGITS)) == 1)
-        before = world.carrier.submit_count
+        mark = len(world.carrier.received)
         resp = await submit(esme, ALICE_DIGITS, registered_delivery=1)
         assert resp.status == 0 and resp.message_id
         receipt = await asyncio.to_thread(esme.wait_deliver)
         assert b"stat:REJECTD" in receipt.short_message
         assert resp.message_id in receipt.short_message
-        assert world.carrier.submit_count == before  # the blocked submit stayed here
-        assert not [r for r in world.carrier.received
-                    if r.get_bytes("short_message") == b"Big sale today"
-                    and r.get_bytes("destination_addr") == ALICE_DIGITS.encode()]
+        # the blocked submit stayed here: an allowed one sent after it arrived alone
+        arrived = await arrivals_before_sentinel(
+            world.carrier, mark, lambda text: submit_text(esme, BOB_DIGITS, text))
+        assert arrived == []
         esme.close()
     finally:
         await stop_world(world)
@@ -393,15 +492,27 @@ async def test_confirmation_waits_for_a_sender_session_without_a_reply_bind(
         code, body = await world.api("POST", "/api/v1/mo",
                                      json={"from": ALICE, "to": INBOUND, "text": "STOP"})
         assert code == 200 and body["action"] == "opt_out"
-        assert world.confirmations_to(ALICE_DIGITS) == []
+        assert world.sidecar.service is not None
+        assert world.carrier.sessions == 0
+        assert len(await world.sidecar.service.pending_replies()) == 1
         # ...and goes out through the first transmitter-capable sender session.
-        esme = await bound_trx(world)
+        peer = await world.raw()
+        await peer.bind(system_id="acme")
         await wait_for(lambda: len(world.confirmations_to(ALICE_DIGITS)) == 1)
         (reply,) = [r for r in world.carrier.records
                     if r.pdu.message_bytes().startswith(b"Acme Alerts:")]
         assert reply.system_id == "acme"
-        assert esme.delivered.empty()  # the sender never sees the reply's response
-        esme.close()
+        # The sender never sees the reply's response: the next PDU it gets is the
+        # response to its own submit, sent after the reply on the same carrier
+        # session (so the reply's response, had it leaked, would come first).
+        seq = await peer.send(codec.make_pdu(
+            Command.SUBMIT_SM, destination_addr=BOB_DIGITS.encode(), short_message=b"hi"))
+        nxt = await peer.read()
+        while nxt.command_id == Command.ENQUIRE_LINK:
+            await peer.send(codec.response_for(nxt))
+            nxt = await peer.read()
+        assert (nxt.command_id, nxt.sequence_number) == (Command.SUBMIT_SM_RESP, seq)
+        peer.close()
     finally:
         await stop_world(world)
 
@@ -458,7 +569,10 @@ async def test_forward_mo_off_keeps_mos_from_the_sender(tmp_path: Path) -> None:
         assert await mo(world, "STOP", system_id="acme") == 0
         assert world.sidecar.service is not None
         assert not world.sidecar.service.decide(APP, SmsType.MARKETING, ALICE).allowed
-        resp = await submit(esme, ALICE_DIGITS)  # reads the socket: no deliver_sm came
+        # The submit is the sentinel: the sidecar had answered the MO before it
+        # was sent, so a forwarded deliver_sm would have reached the socket first,
+        # and smpplib queues every deliver_sm it reads on the way to the response.
+        resp = await submit(esme, ALICE_DIGITS)
         assert resp.status == 0x45
         assert esme.delivered.empty()
         esme.close()

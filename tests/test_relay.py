@@ -198,6 +198,12 @@ async def test_receipt_returns_to_the_session_that_submitted(relay: Relay) -> No
     receipt = await asyncio.to_thread(acme.wait_deliver)
     assert b"stat:DELIVRD" in receipt.short_message
     assert resp.message_id in receipt.short_message
+    # Sentinel: beta's own receipt, for a submit made after acme's receipt was
+    # delivered, is the first (and only) deliver_sm beta reads.
+    own = await asyncio.to_thread(beta.submit, "14155550101", b"hi", registered_delivery=1)
+    assert own.status == 0
+    first = await asyncio.to_thread(beta.wait_deliver)
+    assert own.message_id in first.short_message
     assert beta.delivered.empty()
     acme.close()
     beta.close()
