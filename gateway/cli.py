@@ -5,6 +5,7 @@
     optout-sidecar import FILE.csv --config F  load an existing unsubscribed list
     optout-sidecar export --config F           write the unsubscribed list as CSV
     optout-sidecar check-config --config F     validate a configuration file
+    optout-sidecar hash-password               an [[accounts]] password_hash (password on stdin)
 
 A configuration problem prints one line naming the file and the key and
 exits with status 2, never a traceback.
@@ -16,6 +17,7 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
+import getpass
 import secrets
 import signal
 import sys
@@ -74,7 +76,36 @@ def _parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check-config", help="validate a configuration file and exit")
     check.add_argument("--config", required=True)
     check.set_defaults(func=_check)
+
+    hashp = sub.add_parser(
+        "hash-password",
+        help="print a password_hash for [[accounts]] (reads the password from standard input)",
+    )
+    hashp.set_defaults(func=_hash_password)
     return parser
+
+
+def _hash_password(args: argparse.Namespace) -> int:
+    """Read one password (a line on stdin, or asked twice on a terminal) and
+    print its salted scrypt hash. The password never appears in argv, where
+    other users could read it in the process list."""
+    from gateway.passwords import hash_password
+
+    if sys.stdin.isatty():
+        password = getpass.getpass("SMPP password: ")
+        if getpass.getpass("again: ") != password:
+            print("optout-sidecar: the passwords differ", file=sys.stderr)
+            return EXIT_CONFIG
+    else:
+        line = sys.stdin.readline(64)
+        password = line[:-1] if line.endswith("\n") else line
+        password = password.removesuffix("\r")
+    if not 1 <= len(password.encode()) <= 8:
+        print("optout-sidecar: an SMPP password is 1 to 8 characters "
+              f"(got {len(password.encode())} bytes)", file=sys.stderr)
+        return EXIT_CONFIG
+    print(hash_password(password))
+    return 0
 
 
 def _load(path: str | None) -> Config:

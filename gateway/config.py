@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import dataclasses
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from gateway.passwords import PasswordHashError, parse_hash
 from rules.model import SmsType
 
 __all__ = [
@@ -43,6 +45,14 @@ class SmppConfig:
     listen: str = "127.0.0.1:2775"
     # Sender connections at once, bound or not; more are closed on arrival.
     max_connections: int = 1000
+    # Sender connections from one source IP (an IPv6 /64), bound or not.
+    max_connections_per_ip: int = 50
+    # Connections that have not bound yet, from one source IP: more are closed
+    # on arrival. Kept small so idle sockets cannot use up the IP's share.
+    max_unbound_connections_per_ip: int = 10
+    # Connections that have not bound yet, all IPs together. When a new one
+    # would exceed it, the oldest that has not even sent a bind is closed.
+    max_unbound_connections: int = 100
     tls_cert: str | None = None
     tls_key: str | None = None
     max_pdu_size: int = 65536
@@ -122,6 +132,13 @@ class AccountConfig:
     # Credentials used toward the carrier instead of the sender's own.
     upstream_system_id: str | None = None
     upstream_password: str | None = None
+    # The sender's password, checked by the sidecar itself (constant time):
+    # plain text, or a hash from `optout-sidecar hash-password`. Required
+    # with upstream_* credentials; without either the carrier decides.
+    password: str | None = None
+    password_hash: str | None = None
+    # Concurrent bound sessions of this account; more binds get 0x0D.
+    max_binds: int = 10
 
 
 @dataclass(frozen=True)
@@ -275,6 +292,12 @@ def _validate(config: Config, source: str) -> None:
         raise bad("smpp.max_pdu_size", "must be between 16 and 16777216")
     if not 1 <= s.max_connections <= 100000:
         raise bad("smpp.max_connections", "must be between 1 and 100000")
+    # The smaller pools are capped by the larger ones where they are used
+    # (gateway.admission), so lowering max_connections alone stays valid.
+    for key in ("max_connections_per_ip", "max_unbound_connections",
+                "max_unbound_connections_per_ip"):
+        if not 1 <= getattr(s, key) <= 100000:
+            raise bad(f"smpp.{key}", "must be between 1 and 100000")
     if not 1 <= s.window <= 10000:
         raise bad("smpp.window", "must be between 1 and 10000")
     for key in ("response_timeout", "enquire_link_interval", "bind_timeout"):
@@ -329,6 +352,32 @@ def _validate(config: Config, source: str) -> None:
             raise bad(f"accounts[{i}].upstream_system_id", "must be at most 15 characters")
         if a.upstream_password is not None and len(a.upstream_password.encode()) > 8:
             raise bad(f"accounts[{i}].upstream_password", "must be at most 8 characters")
+        _validate_account_password(a, f"accounts[{i}]", bad)
+        if not 1 <= a.max_binds <= 10000:
+            raise bad(f"accounts[{i}].max_binds", "must be between 1 and 10000")
         seen_ids.add(a.system_id)
     if config.logging.level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise bad("logging.level", "must be DEBUG, INFO, WARNING or ERROR")
+
+
+def _validate_account_password(
+    a: AccountConfig, where: str, bad: Callable[[str, str], ConfigError]
+) -> None:
+    """The sender's own credentials: one form at most, well formed, and
+    required when the account maps credentials toward the carrier (else any
+    password would bind with the stored one)."""
+    if a.password is not None and a.password_hash is not None:
+        raise bad(f"{where}.password", "and password_hash are both set: keep one")
+    if a.password is not None and not 1 <= len(a.password.encode()) <= 8:
+        raise bad(f"{where}.password", "must be 1 to 8 characters (SMPP limit)")
+    if a.password_hash is not None:
+        try:
+            parse_hash(a.password_hash)
+        except PasswordHashError as exc:
+            raise bad(f"{where}.password_hash", f"is not valid: {exc}") from None
+    mapped = a.upstream_system_id is not None or a.upstream_password is not None
+    if mapped and a.password is None and a.password_hash is None:
+        key = "upstream_system_id" if a.upstream_system_id is not None else "upstream_password"
+        raise bad(f"{where}.password_hash",
+                  f"(or password) is required with {key}: the sidecar must check the "
+                  "sender's password itself")

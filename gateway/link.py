@@ -48,6 +48,11 @@ from metrics import Metrics
 
 log = logging.getLogger("optout.link")
 
+#: Protocol warnings logged per connection before they are only counted.
+WARNINGS_LOGGED = 5
+#: Protocol violations after which a connection is closed.
+MAX_VIOLATIONS = 100
+
 ResponseCallback = Callable[[Header | None, bytes | None], None]
 
 # Command names for the `command` label, computed once (hot path).
@@ -118,6 +123,9 @@ class Link(asyncio.Protocol):
         self._last_activity = time.monotonic()
         self._timer: asyncio.TimerHandle | None = None
         self._is_closed = False
+        # Set by close(): buffered PDUs are no longer delivered (the closed
+        # transport reports connection_lost only on a later loop turn).
+        self._closing = False
         self._close_reason = ""
         # Counter children by command id, made on first use (labels() is slow
         # for the hot path, and unused commands should not show as zero series).
@@ -126,6 +134,14 @@ class Link(asyncio.Protocol):
         self._counts_out: dict[int, int] = {}
         self._flush_scheduled = False
         self._loop = asyncio.get_running_loop()
+        # Called once the connection is made (the listener's admission check).
+        self.on_connect: Callable[[Link], None] | None = None
+        # Protocol violations by the peer: the first WARNINGS_LOGGED are
+        # logged, all are counted, MAX_VIOLATIONS close the connection.
+        self.violations = 0
+        # Sequence numbers of our requests that timed out, so that their late
+        # responses are not mistaken for unsolicited ones (bounded: oldest go).
+        self._timed_out: dict[int, None] = {}
 
     # --- asyncio.Protocol ---------------------------------------------------
 
@@ -137,6 +153,8 @@ class Link(asyncio.Protocol):
         # Pause our reading when the peer is slow to take our writes.
         transport.set_write_buffer_limits(high=256 * 1024)
         self._arm_timer()
+        if self.on_connect is not None:
+            self.on_connect(self)
 
     def data_received(self, data: bytes) -> None:
         self._last_activity = time.monotonic()
@@ -272,6 +290,7 @@ class Link(asyncio.Protocol):
         if self.transport is not None and not self._is_closed:
             self._close_reason = reason
             self._flush()
+            self._closing = True
             self.transport.close()
         elif self.transport is None:
             self._finish(reason)
@@ -279,6 +298,7 @@ class Link(asyncio.Protocol):
     def abort(self, reason: str) -> None:
         if self.transport is not None and not self._is_closed:
             self._close_reason = reason
+            self._closing = True
             self.transport.abort()
 
     @property
@@ -332,7 +352,7 @@ class Link(asyncio.Protocol):
         pending_map = self._pending
         owner = self.owner
         room_at = self._window - 1
-        while not self._hold and not self._is_closed:
+        while not self._hold and not self._closing:
             try:
                 item = next_pdu()
             except FramingError as exc:
@@ -363,15 +383,39 @@ class Link(asyncio.Protocol):
         self._update_reading()
 
     def _unmatched_response(self, header: Header) -> None:
-        """A response with no request of ours outstanding: logged, dropped."""
+        """A response with no request of ours outstanding: dropped, and a
+        protocol violation unless it answers a request that timed out."""
+        if header.sequence_number in self._timed_out:
+            del self._timed_out[header.sequence_number]
+            logs.event(log, "late_response", logging.DEBUG, side=self.settings.side,
+                       peer=self.peer, command=command_name(header.command_id))
+            return
         if header.command_id == Command.GENERIC_NACK and header.sequence_number == 0:
             # A nack for a PDU the peer could not even read a sequence number of.
-            logs.event(log, "generic_nack_received", logging.WARNING, side=self.settings.side,
-                       peer=self.peer, status=f"{header.command_status:#x}")
+            self.protocol_violation("generic_nack_received",
+                                    status=f"{header.command_status:#x}")
             return
-        logs.event(log, "unexpected_response", logging.WARNING, side=self.settings.side,
-                   peer=self.peer, command=command_name(header.command_id),
-                   sequence=header.sequence_number)
+        self.protocol_violation("unexpected_response", command=command_name(header.command_id),
+                                sequence=header.sequence_number)
+
+    def protocol_violation(self, event: str, **fields: object) -> None:
+        """The peer broke the protocol (the caller has answered it if needed).
+        Logged for the first few times only, so a peer cannot turn each small
+        PDU into a log line; past MAX_VIOLATIONS the connection is closed."""
+        self.violations += 1
+        n = self.violations
+        self.metrics.protocol_violations.labels(self.settings.side).inc()
+        if n <= WARNINGS_LOGGED:
+            logs.event(log, event, logging.WARNING, side=self.settings.side, peer=self.peer,
+                       **fields)
+            if n == WARNINGS_LOGGED:
+                logs.event(log, "protocol_warnings_silenced", logging.WARNING,
+                           side=self.settings.side, peer=self.peer,
+                           after=WARNINGS_LOGGED, close_after=MAX_VIOLATIONS)
+        if n >= MAX_VIOLATIONS and not self._closing:
+            logs.event(log, "too_many_protocol_violations", logging.WARNING,
+                       side=self.settings.side, peer=self.peer, violations=n, last=event)
+            self.close(f"{n} protocol violations")
 
     def _update_reading(self) -> None:
         if self.transport is None or self._is_closed:
@@ -417,6 +461,9 @@ class Link(asyncio.Protocol):
             expired.append(seq)
         for seq in expired:
             _, command_id, callback = self._pending.pop(seq)
+            self._timed_out[seq] = None
+            if len(self._timed_out) > 4 * self._window:
+                del self._timed_out[next(iter(self._timed_out))]
             self.metrics.response_timeouts.labels(self.settings.side).inc()
             logs.event(log, "response_timeout", logging.WARNING, side=self.settings.side,
                        peer=self.peer, command=command_name(command_id))
@@ -435,6 +482,12 @@ class Link(asyncio.Protocol):
         if self._is_closed:
             return
         self._is_closed = True
+        self._closing = True
+        if WARNINGS_LOGGED < self.violations < MAX_VIOLATIONS:
+            # The summary of what was silenced (past MAX_VIOLATIONS the
+            # closing line already said it).
+            logs.event(log, "protocol_violations", logging.WARNING, side=self.settings.side,
+                       peer=self.peer, violations=self.violations)
         if self._timer is not None:
             self._timer.cancel()
         pending, self._pending = self._pending, {}

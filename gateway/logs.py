@@ -12,6 +12,7 @@ import json
 import logging
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 _unmask = False
@@ -62,6 +63,30 @@ def event(logger: logging.Logger, name: str, level: int = logging.INFO, **fields
     """Log one event with its fields (already masked by the caller)."""
     if logger.isEnabledFor(level):
         logger.log(level, name, extra={"fields": fields})
+
+
+class Throttle:
+    """At most one log line per `interval` seconds per key, for events a
+    client can repeat at will (refused connections, locked-out binds): one
+    line per event would let a client write the disk full. `allow(key)`
+    returns None to stay silent, or how many events were silenced since the
+    last line (to log with it). Keys must come from a small fixed set."""
+
+    def __init__(self, interval: float = 10.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.interval = interval
+        self._clock = clock
+        self._last: dict[str, float] = {}
+        self._silenced: dict[str, int] = {}
+
+    def allow(self, key: str) -> int | None:
+        now = self._clock()
+        last = self._last.get(key)
+        if last is not None and now - last < self.interval:
+            self._silenced[key] = self._silenced.get(key, 0) + 1
+            return None
+        self._last[key] = now
+        return self._silenced.pop(key, 0)
 
 
 class JsonFormatter(logging.Formatter):

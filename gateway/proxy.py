@@ -31,8 +31,11 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from gateway import logs
+from gateway.admission import Admission, Refused
+from gateway.bind_guard import BindGuard, source_key
 from gateway.config import AccountConfig, Config, parse_hostport
 from gateway.link import Link, LinkOwner, LinkSettings, command_name, status_name
+from gateway.passwords import PasswordHashError, check_plain, parse_hash, verify_password
 from gateway.smpp import pdu as pdu_codec
 from gateway.smpp.constants import RESPONSE_BIT, Command, CommandStatus
 from gateway.smpp.errors import SmppError
@@ -53,6 +56,9 @@ VENDOR_COMMANDS = range(0x00010200, 0x00010300)
 KNOWN_COMMANDS = frozenset(int(c) for c in Command)
 # Requests that have no response PDU.
 NO_RESPONSE = frozenset({Command.OUTBIND, Command.ALERT_NOTIFICATION, Command.GENERIC_NACK})
+# Concurrent sessions of a system_id that has no [[accounts]] entry (when
+# allow_unknown_accounts lets it bind): the account default.
+DEFAULT_MAX_BINDS = 10
 # Responses whose body is one C-octet string message_id (empty when we answer).
 _MESSAGE_ID_RESPONSES = frozenset(
     {Command.SUBMIT_SM, Command.DELIVER_SM, Command.DATA_SM, Command.SUBMIT_MULTI}
@@ -180,8 +186,32 @@ class RelayContext:
     sessions: Sessions
     upstream_address: tuple[str, int]
     upstream_ssl: ssl.SSLContext | None = None
-    # Sender connections open now, bound or not (bounded by max_connections).
-    connections: int = 0
+    # Sender connections per source and pool ([smpp] max_connections*).
+    admission: Admission[ProxySession] = field(init=False)
+    # Failed binds per (source, system_id), and the lockout they lead to.
+    bind_guard: BindGuard = field(init=False)
+    # Sessions per system_id, bound or binding ([[accounts]] max_binds).
+    binds: dict[str, int] = field(default_factory=dict)
+    # Password hashes are checked in worker threads, this many at once, so a
+    # burst of binds cannot take every thread (or every core).
+    hash_checks: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(2))
+    # Log lines for refusals a client can repeat at will.
+    log_throttle: logs.Throttle = field(default_factory=logs.Throttle)
+
+    def __post_init__(self) -> None:
+        smpp = self.config.smpp
+        self.admission = Admission(
+            max_connections=smpp.max_connections,
+            max_connections_per_ip=smpp.max_connections_per_ip,
+            max_unbound_connections=smpp.max_unbound_connections,
+            max_unbound_connections_per_ip=smpp.max_unbound_connections_per_ip,
+        )
+        self.bind_guard = BindGuard()
+
+    @property
+    def connections(self) -> int:
+        """Sender connections open now, bound or not."""
+        return self.admission.total
 
 
 # --- one sender <-> carrier pair ---------------------------------------------------
@@ -203,12 +233,18 @@ class ProxySession:
         self.account: AccountConfig | None = None
         self.system_id = ""
         self.bind_type: str | None = None
+        # Where the sender connects from, as per-IP limits count it.
+        self.source = "?"
+        # The system_id whose max_binds slot this session holds, if any.
+        self._bind_slot: str | None = None
+        self._refused = False  # closed on arrival by a connection limit
         self._binding = False
         self._closing = False
         self._tasks: set[asyncio.Task[None]] = set()
         self._bind_deadline = asyncio.get_running_loop().call_later(
             smpp.bind_timeout, self._bind_timed_out
         )
+        self.sender.on_connect = self._connected
 
     @property
     def is_bound(self) -> bool:
@@ -230,9 +266,12 @@ class ProxySession:
 
     def link_closed(self, link: Link, reason: str) -> None:
         if link is self.sender:
-            self.ctx.connections -= 1
+            self.ctx.admission.release(self)
+            if self._refused:
+                self._bind_deadline.cancel()
+                return  # logged (throttled) when it was refused
         if link is not self.sender and link is not self.upstream:
-            return  # the leg of a bind the carrier refused: the sender may try again
+            return  # the leg of a bind the carrier refused (the sender's is closing too)
         side = "sender" if link is self.sender else "upstream"
         logs.event(log, "leg_closed", side=side, system_id=self.system_id, reason=reason)
         self._close(f"{side} leg closed: {reason}")
@@ -248,6 +287,8 @@ class ProxySession:
                 self._relay_request(self.sender, header, raw)
                 return
             self._reject(self.sender, header, exc.command_status)
+            self.sender.protocol_violation("request_refused", command=command_name(cmd),
+                                           status=status_name(exc.command_status))
             return
         # The branches are disjoint; submits, the bulk of the traffic, first.
         if cmd in SUBMIT_COMMANDS:
@@ -263,7 +304,10 @@ class ProxySession:
         elif cmd in BIND_COMMANDS:
             if self._binding:
                 self._reject(self.sender, header, CommandStatus.ESME_RALYBND)
+                self.sender.protocol_violation("request_refused", command=command_name(cmd),
+                                               status="ESME_RALYBND")
                 return
+            self.ctx.admission.bind_started(self)
             self._start_task(self._bind(header, raw))
         elif cmd == Command.UNBIND:
             self._start_task(self._unbind_from(self.sender, header))
@@ -288,8 +332,11 @@ class ProxySession:
         elif cmd in VENDOR_COMMANDS:
             self._relay_request(self.upstream, header, raw)
         else:
-            self._reject(self.upstream, header, CommandStatus.ESME_RINVBNDSTS
-                         if cmd in KNOWN_COMMANDS else CommandStatus.ESME_RINVCMDID)
+            status = (CommandStatus.ESME_RINVBNDSTS if cmd in KNOWN_COMMANDS
+                      else CommandStatus.ESME_RINVCMDID)
+            self._reject(self.upstream, header, status)
+            self.upstream.protocol_violation("request_refused", command=command_name(cmd),
+                                             status=status_name(status))
 
     async def _deliver(self, header: Header, raw: bytes) -> None:
         upstream = self.upstream
@@ -348,20 +395,42 @@ class ProxySession:
             self._binding = False
 
     async def _do_bind(self, header: Header, raw: bytes) -> None:
+        """Decide a sender's bind. In order: the lockout, the account, the
+        sender's password (when the account has one), max_binds, then the
+        carrier. Every refusal is answered, counted, logged and followed by
+        closing the connection (a retry needs a new connection)."""
         ctx = self.ctx
         cmd = Command(header.command_id)
         try:
             bind = pdu_codec.decode(raw)
         except SmppError as exc:
-            self._reject(self.sender, header, exc.command_status)
+            self._bind_failed(header, exc.command_status, "malformed", "", counts=False)
             return
         system_id = _text(bind.params.get("system_id", b""))
+        if ctx.bind_guard.locked(self.source, system_id):
+            self._bind_failed(header, CommandStatus.ESME_RBINDFAIL, "locked_out", system_id,
+                              counts=False)
+            return
         account = ctx.config.account(system_id)
         if account is None and not ctx.config.smpp.allow_unknown_accounts:
-            logs.event(log, "bind_refused", logging.WARNING, system_id=system_id,
-                       peer=self.sender.peer, reason="unknown system_id")
-            self._reject(self.sender, header, CommandStatus.ESME_RINVSYSID)
+            self._bind_failed(header, CommandStatus.ESME_RINVSYSID, "unknown_system_id",
+                              system_id)
             return
+        password = bind.params.get("password", b"")
+        if account is not None and not await self._password_ok(
+            account, password if isinstance(password, bytes) else str(password).encode()
+        ):
+            self._bind_failed(header, CommandStatus.ESME_RINVPASWD, "bad_password", system_id)
+            return
+        if self._closing:
+            return
+        limit = account.max_binds if account is not None else DEFAULT_MAX_BINDS
+        if ctx.binds.get(system_id, 0) >= limit:
+            self._bind_failed(header, CommandStatus.ESME_RBINDFAIL, "max_binds", system_id,
+                              counts=False)
+            return
+        ctx.binds[system_id] = ctx.binds.get(system_id, 0) + 1
+        self._bind_slot = system_id
         if account is not None and account.upstream_system_id is not None:
             bind.params["system_id"] = account.upstream_system_id.encode()
             if account.upstream_password is not None:
@@ -370,7 +439,8 @@ class ProxySession:
 
         upstream = await self._connect_upstream()
         if upstream is None:
-            self._reject(self.sender, header, CommandStatus.ESME_RBINDFAIL)
+            self._bind_failed(header, CommandStatus.ESME_RBINDFAIL, "carrier_unavailable",
+                              system_id, counts=False)
             return
         try:
             resp_header, resp = await asyncio.wait_for(upstream.request(raw),
@@ -378,18 +448,17 @@ class ProxySession:
         except TimeoutError:
             resp_header, resp = None, None
         if resp is None or resp_header is None:
-            upstream.close("no bind response")
             self.upstream = None
-            self._reject(self.sender, header, CommandStatus.ESME_RBINDFAIL)
+            upstream.close("no bind response")
+            self._bind_failed(header, CommandStatus.ESME_RBINDFAIL, "carrier_unavailable",
+                              system_id, counts=False)
             return
         if resp_header.command_status != CommandStatus.ESME_ROK:
             # The carrier's refusal passes back as it is (e.g. ESME_RINVPASWD).
-            logs.event(log, "bind_refused", logging.WARNING, system_id=system_id,
-                       peer=self.sender.peer, reason="carrier",
-                       status=status_name(resp_header.command_status))
             self.upstream = None
             upstream.close("bind refused by carrier")
-            self.sender.send_response(resp, header.sequence_number)
+            self._bind_failed(header, resp_header.command_status, "carrier_refused", system_id,
+                              resp=resp)
             return
         if self._closing:
             upstream.close("sender left during bind")
@@ -399,12 +468,62 @@ class ProxySession:
         self.system_id = system_id
         self.bind_type = BIND_COMMANDS[cmd]
         self._bind_deadline.cancel()
+        ctx.bind_guard.succeeded(self.source, system_id)
+        ctx.admission.bound(self)
         ctx.sessions.add(self)
         ctx.metrics.sessions.labels("sender", self.bind_type).inc()
         ctx.metrics.sessions.labels("upstream", self.bind_type).inc()
         logs.event(log, "bound", system_id=system_id, bind_type=self.bind_type,
                    peer=self.sender.peer)
         self.sender.send_response(resp, header.sequence_number)
+
+    async def _password_ok(self, account: AccountConfig, password: bytes) -> bool:
+        """The sender's password against the account's own (True when the
+        account has none: then the carrier decides)."""
+        if account.password is not None:
+            return check_plain(password, account.password)
+        if account.password_hash is None:
+            return True
+        try:
+            stored = parse_hash(account.password_hash)
+        except PasswordHashError:  # the config check refuses these; fail closed anyway
+            return False
+        async with self.ctx.hash_checks:
+            return await asyncio.to_thread(verify_password, password, stored)
+
+    def _bind_failed(self, header: Header, status: int, reason: str, system_id: str, *,
+                     counts: bool = True, resp: bytes | None = None) -> None:
+        """Answer a refused bind (with the carrier's `resp` when it refused),
+        count it toward the (source, system_id) lockout when `counts`, log it
+        and close the connection.
+
+        Not counted toward the lockout: binds refused while locked (the
+        lockout is not extended), max_binds and carrier_unavailable (the
+        sender's credentials were not what failed) and malformed PDUs (no
+        system_id to count them under)."""
+        ctx = self.ctx
+        if resp is not None:
+            self.sender.send_response(resp, header.sequence_number)
+        else:
+            self._reject(self.sender, header, status)
+        ctx.metrics.bind_failures.labels(reason).inc()
+        # system_id is the client's text: shortened, never a password.
+        fields: dict[str, object] = {"system_id": system_id[:16], "peer": self.sender.peer,
+                                     "reason": reason, "status": status_name(status)}
+        if reason == "locked_out":
+            # A locked-out client may retry as fast as it likes: one line per
+            # interval, with the count of those not logged.
+            silenced = ctx.log_throttle.allow("bind_locked_out")
+            if silenced is not None:
+                logs.event(log, "bind_refused", logging.WARNING, **fields,
+                           not_logged_since_last=silenced)
+        else:
+            logs.event(log, "bind_refused", logging.WARNING, **fields)
+        if counts and ctx.bind_guard.failed(self.source, system_id):
+            logs.event(log, "bind_lockout", logging.WARNING, system_id=system_id[:16],
+                       source=self.source, failures=ctx.bind_guard.threshold,
+                       seconds=ctx.bind_guard.lockout)
+        self._close(f"bind refused: {reason}")
 
     async def _connect_upstream(self) -> Link | None:
         link = await connect_upstream(self.ctx, self)
@@ -427,6 +546,23 @@ class ProxySession:
         link.answer(header, CommandStatus.ESME_ROK)
         self._close("unbind")
 
+    def _connected(self, link: Link) -> None:
+        """The sender's connection is made: check it against the per-source
+        pools, and close it (or make room for it) as `Admission` says."""
+        transport = link.transport
+        peer = transport.get_extra_info("peername") if transport is not None else None
+        self.source = source_key(str(peer[0]) if isinstance(peer, tuple) else str(peer))
+        verdict = self.ctx.admission.admit(self.source, self)
+        if isinstance(verdict, Refused):
+            self._refused = True
+            _connection_refused(self.ctx, verdict.reason, self.source)
+            link.close(f"refused: {verdict.reason}")
+            return
+        if verdict.evict is not None:
+            _connection_refused(self.ctx, "max_unbound_connections", verdict.evict.source)
+            verdict.evict._refused = True
+            verdict.evict.sender.close("closed for a newer connection: max_unbound_connections")
+
     def _bind_timed_out(self) -> None:
         if self.bind_type is None and not self._binding:
             self.sender.close("no bind in time")
@@ -441,6 +577,13 @@ class ProxySession:
         was_bound = self.bind_type is not None
         self._closing = True
         self._bind_deadline.cancel()
+        if self._bind_slot is not None:
+            left = self.ctx.binds.get(self._bind_slot, 1) - 1
+            if left > 0:
+                self.ctx.binds[self._bind_slot] = left
+            else:
+                self.ctx.binds.pop(self._bind_slot, None)
+            self._bind_slot = None
         if was_bound:
             assert self.bind_type is not None
             self.ctx.metrics.sessions.labels("sender", self.bind_type).dec()
@@ -500,24 +643,38 @@ async def start_listener(
 ) -> asyncio.Server:
     """Accept sender connections; each gets a ProxySession. Past
     `[smpp] max_connections` a connection is closed at once, so a client
-    opening sockets in a loop cannot make the sidecar allocate without bound."""
+    opening sockets in a loop cannot make the sidecar allocate without bound;
+    the per-source pools (`gateway.admission`) are checked once the peer's
+    address is known."""
     loop = asyncio.get_running_loop()
     limit = ctx.config.smpp.max_connections
 
     def accept() -> asyncio.Protocol:
-        if ctx.connections >= limit:
-            return _Refused()
-        ctx.connections += 1
+        if ctx.admission.total >= limit:
+            return _Refused(ctx)
         return ProxySession(ctx).sender
 
     return await loop.create_server(accept, host, port, ssl=tls)
 
 
+def _connection_refused(ctx: RelayContext, reason: str, source: str) -> None:
+    ctx.metrics.connections_refused.labels(reason).inc()
+    silenced = ctx.log_throttle.allow(f"connection_refused:{reason}")
+    if silenced is not None:
+        logs.event(log, "connection_refused", logging.WARNING, reason=reason, source=source,
+                   not_logged_since_last=silenced)
+
+
 class _Refused(asyncio.Protocol):
-    """A connection over the limit: closed as soon as it is made."""
+    """A connection over max_connections: closed as soon as it is made."""
+
+    def __init__(self, ctx: RelayContext) -> None:
+        self.ctx = ctx
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        logs.event(log, "connection_refused", logging.WARNING, reason="max_connections")
+        peer = transport.get_extra_info("peername")
+        _connection_refused(self.ctx, "max_connections",
+                            source_key(str(peer[0]) if isinstance(peer, tuple) else str(peer)))
         transport.close()
 
 

@@ -10,7 +10,26 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-__all__ = ["Metrics"]
+__all__ = ["BIND_FAILURE_REASONS", "CONNECTION_REFUSAL_REASONS", "Metrics"]
+
+#: `reason` values of optout_bind_failures_total (a fixed set: never a
+#: system_id or anything else a client chooses).
+BIND_FAILURE_REASONS = (
+    "bad_password",         # the sidecar checked the account's password: wrong
+    "unknown_system_id",    # not configured, and allow_unknown_accounts is off
+    "carrier_refused",      # the carrier answered the bind with an error
+    "carrier_unavailable",  # no carrier connection or no bind_resp in time
+    "locked_out",           # too many failures from this IP for this system_id
+    "max_binds",            # the account already has max_binds sessions
+    "malformed",            # the bind PDU could not be decoded
+)
+#: `reason` values of optout_connections_refused_total.
+CONNECTION_REFUSAL_REASONS = (
+    "max_connections",
+    "max_connections_per_ip",
+    "max_unbound_connections_per_ip",
+    "max_unbound_connections",  # the oldest idle unbound connection closed for a new one
+)
 
 # Decisions are in-memory look-ups: microseconds, not milliseconds.
 _DECISION_BUCKETS = (
@@ -108,3 +127,27 @@ class Metrics:
             "Auto-replies waiting in the store for an upstream session.",
             registry=r,
         )
+        self.bind_failures = Counter(
+            "optout_bind_failures_total",
+            "Sender binds refused, by reason (the connection is closed after the bind_resp).",
+            ["reason"],
+            registry=r,
+        )
+        self.connections_refused = Counter(
+            "optout_connections_refused_total",
+            "Sender connections closed by the listener's limits, by limit.",
+            ["reason"],
+            registry=r,
+        )
+        self.protocol_violations = Counter(
+            "optout_protocol_violations_total",
+            "PDUs that broke the protocol (unsolicited responses, requests in the wrong "
+            "state, unknown commands); a connection is closed after 100 of them.",
+            ["side"],
+            registry=r,
+        )
+        # Every reason shows from the start (at 0), so alerts need no absent().
+        for reason in BIND_FAILURE_REASONS:
+            self.bind_failures.labels(reason)
+        for reason in CONNECTION_REFUSAL_REASONS:
+            self.connections_refused.labels(reason)

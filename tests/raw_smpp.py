@@ -19,8 +19,11 @@ class RawPeer:
         self.seq = itertools.count(1)
 
     @classmethod
-    async def connect(cls, host: str, port: int) -> RawPeer:
-        reader, writer = await asyncio.open_connection(host, port)
+    async def connect(cls, host: str, port: int, *, source: str | None = None) -> RawPeer:
+        """Connect, from loopback address `source` (e.g. "127.0.0.2") if given:
+        on Linux all of 127/8 is local, so one test can play several IPs."""
+        reader, writer = await asyncio.open_connection(
+            host, port, local_addr=(source, 0) if source is not None else None)
         return cls(reader, writer)
 
     async def send(self, pdu: codec.Pdu) -> int:

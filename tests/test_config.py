@@ -97,3 +97,83 @@ def test_console_script_missing_file_no_traceback(tmp_path: Path) -> None:
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
     assert "nope.toml" in proc.stderr and "cannot read" in proc.stderr
+
+
+# --- sender passwords and connection pools (SPEC section 7) -----------------------
+
+MAPPED = """
+[[accounts]]
+system_id = "acme"
+app_id = "1"
+upstream_system_id = "acme-up"
+upstream_password = "carrier"
+"""
+
+
+def test_mapped_credentials_without_a_sender_password_exit_2_naming_the_key(
+    tmp_path: Path,
+) -> None:
+    path = write(tmp_path, MAPPED)
+    proc = subprocess.run(
+        [sys.executable, "-m", "gateway.cli", "check-config", "--config", str(path)],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert proc.returncode == 2
+    (line,) = proc.stderr.strip().splitlines()
+    assert str(path) in line and "accounts[0].password_hash" in line
+    assert "upstream_system_id" in line
+
+
+@pytest.mark.parametrize("key", ["password = 'pw'",
+                                 "password_hash = 'scrypt$1024$1$1$c2FsdHNhbHRz$"
+                                 "QUFBQUFBQUFBQUFBQUFBQUFBQUE='"])
+def test_mapped_credentials_with_a_sender_password_load(tmp_path: Path, key: str) -> None:
+    config = load_config(write(tmp_path, MAPPED + key + "\n"))
+    acct = config.account("acme")
+    assert acct is not None and acct.max_binds == 10
+
+
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [
+        ("password = 'pw'\npassword_hash = 'x'\n", "accounts[0].password and password_hash"),
+        ("password = 'longer-than-8'\n", "accounts[0].password must be 1 to 8"),
+        ("password = ''\n", "accounts[0].password must be 1 to 8"),
+        ("password_hash = 'md5$abc'\n", "accounts[0].password_hash is not valid"),
+        ("password_hash = 'scrypt$3$8$1$c2FsdHNhbHRz$QUFB'\n",
+         "accounts[0].password_hash is not valid: N must be a power of 2"),
+        ("max_binds = 0\n", "accounts[0].max_binds must be between"),
+    ],
+)
+def test_bad_account_credentials_name_the_key(tmp_path: Path, extra: str, expected: str) -> None:
+    path = write(tmp_path, "[[accounts]]\nsystem_id = 'acme'\napp_id = '1'\n" + extra)
+    with pytest.raises(ConfigError, match=expected.replace("[", r"\[").replace("]", r"\]")):
+        load_config(path)
+
+
+def test_connection_pool_keys_parse_and_are_checked(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, "[smpp]\nmax_connections_per_ip = 20\n"
+                                         "max_unbound_connections_per_ip = 4\n"
+                                         "max_unbound_connections = 40\n"))
+    assert (config.smpp.max_connections_per_ip, config.smpp.max_unbound_connections_per_ip,
+            config.smpp.max_unbound_connections) == (20, 4, 40)
+    assert load_config(write(tmp_path, "")).smpp.max_connections_per_ip == 50
+    with pytest.raises(ConfigError, match=r"smpp\.max_connections_per_ip must be between"):
+        load_config(write(tmp_path, "[smpp]\nmax_connections_per_ip = 0\n"))
+
+
+def test_readme_config_example_loads(tmp_path: Path) -> None:
+    """The README's "Running it for real" file is one an operator copies."""
+    import re
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    start = readme.index("optout-sidecar run --config sidecar.toml")
+    example = readme[readme.index("```toml\n", start) + 8:]
+    example = example[:example.index("```")]
+    # Placeholder tokens are the operator's to replace (and may be refused as such).
+    example = re.sub(r'^token = ".*"$', 'token = "' + "t0ken-for-the-test" * 2 + '"',
+                     example, flags=re.M)
+    config = load_config(write(tmp_path, example))
+    acct = config.account("acme")
+    assert acct is not None and acct.max_binds == 10
+    assert config.smpp.max_connections_per_ip == 50

@@ -450,7 +450,7 @@ async def test_account_credentials_are_mapped_toward_the_carrier() -> None:
         "smpp": {"listen": "127.0.0.1:0"},
         "upstream": {"address": f"127.0.0.1:{sim.port}"},
         "accounts": [{"system_id": "acme", "app_id": "1", "upstream_system_id": "acme-up",
-                      "upstream_password": "carrier"}],
+                      "upstream_password": "carrier", "password": "local-pw"}],
     })
     relay = await start_relay(config, sim)
     try:
@@ -465,14 +465,20 @@ async def test_account_credentials_are_mapped_toward_the_carrier() -> None:
         await sim.stop()
 
 
-async def test_a_refused_bind_can_be_retried_on_the_same_connection(relay: Relay) -> None:
+async def test_a_refused_bind_closes_the_connection_and_a_new_one_may_retry(
+    relay: Relay,
+) -> None:
+    # Reverses c8a5538: one connection per attempt makes guessing cost a TCP
+    # handshake each, and the per-(IP, system_id) lockout counts them.
     peer = await relay.raw()
     refused = await peer.bind(system_id="acme", password="wrong")
     assert refused.command_status == CommandStatus.ESME_RINVPASWD
-    accepted = await peer.bind(system_id="acme", password="secret")
+    assert await peer.closed()
+    retry = await relay.raw()
+    accepted = await retry.bind(system_id="acme", password="secret")
     assert accepted.command_status == 0
     await wait_for(lambda: len(relay.ctx.sessions.all()) == 1)
-    peer.close()
+    retry.close()
 
 
 async def test_connections_past_the_limit_are_closed_at_once(carrier: CarrierSim) -> None:
