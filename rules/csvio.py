@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "HEADER",
+    "INFO_COLUMNS",
     "MAX_FIELD_CHARS",
     "CsvError",
     "CsvRow",
@@ -47,6 +48,9 @@ __all__ = [
 ]
 
 HEADER: Final = ("phone_number", "inbound_address", "since")
+# Written by the HTTP export for people reading the file; ignored on import
+# (an import records its own source and reason), so an export re-imports.
+INFO_COLUMNS: Final = ("source", "reason")
 MAX_FIELD_CHARS: Final = 128
 """Longer fields are refused before any parsing (bounded work per row)."""
 
@@ -122,7 +126,7 @@ def _columns(header: list[str]) -> tuple[dict[str, int], str | None]:
     names = [h.strip().lower() for h in header]
     index = {name: i for i, name in enumerate(names)}
     missing = [n for n in HEADER[:2] if n not in index]
-    unknown = [n for n in names if n not in HEADER]
+    unknown = [n for n in names if n not in HEADER and n not in INFO_COLUMNS]
     if missing:
         return index, f"header lacks column(s) {', '.join(missing)}"
     if unknown:
@@ -172,7 +176,10 @@ def read_rows(lines: Iterable[str]) -> Iterator[CsvRow | CsvError]:
         if width is None and len(fields) not in (2, 3):
             yield CsvError(line, f"expected 2 or 3 columns, found {len(fields)}")
             continue
-        if any(len(f) > MAX_FIELD_CHARS for f in fields):
+        # Only the columns an import reads are bounded: a long exported
+        # reason is information, not a reason to refuse the row.
+        read = (fields[i] for n, i in columns.items() if n in HEADER and i < len(fields))
+        if any(len(f) > MAX_FIELD_CHARS for f in read):
             yield CsvError(line, f"a field is longer than {MAX_FIELD_CHARS} characters")
             continue
         try:

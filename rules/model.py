@@ -150,6 +150,7 @@ class Unsubscription:
     inbound_address: str
     since: float  # unix seconds
     source: Source
+    reason: str = ""  # of the latest opt-out record: why the number is listed
 
 
 @dataclass(frozen=True, slots=True)

@@ -49,6 +49,7 @@ import asyncio
 import base64
 import binascii
 import logging
+import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field, replace
@@ -164,6 +165,51 @@ def _decode_cursor(kind: str, cursor: str | None) -> int | None:
         if got_kind != kind:
             raise ValueError(kind)
         return int(value)
+    except (ValueError, binascii.Error, UnicodeError):
+        raise InvalidValue("cursor is not one this listing returned") from None
+
+
+_UNSUB_ORDERS: Final = ("number", "newest", "oldest")
+# Every in-scope subscriber is a NANP number: "+1" and ten digits.
+_NANP_DIGITS: Final = 11
+
+
+def _prefix_keys(prefix: str) -> tuple[int, int] | None:
+    """[lo, hi) of the number keys starting with `prefix` ("+1 415",
+    "415", "1415-55"); None when no in-scope number can start so. A
+    prefix without the leading country code 1 is read as an area code."""
+    digits = "".join(ch for ch in prefix if ch.isascii() and ch.isdigit())
+    if not digits.startswith("1"):
+        digits = "1" + digits
+    if len(digits) > _NANP_DIGITS:
+        return None
+    scale = 10 ** (_NANP_DIGITS - len(digits))
+    return int(digits) * scale, (int(digits) + 1) * scale
+
+
+def _encode_unsub_cursor(order: str, row: UnsubRow) -> str:
+    if order == "number":
+        return _encode_cursor("u", row.packed)
+    # repr() of a float round-trips exactly, so ties on `since` page correctly.
+    text = f"{order[0]}:{row.since!r}:{row.packed}"
+    return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
+
+
+def _decode_unsub_cursor(order: str, cursor: str | None) -> tuple[int | None, float | None]:
+    if order == "number":
+        return _decode_cursor("u", cursor), None
+    if cursor is None or cursor == "":
+        return None, None
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        text = base64.urlsafe_b64decode(padded.encode("ascii")).decode("ascii")
+        kind, since, packed = text.split(":")
+        if kind != order[0]:
+            raise ValueError(kind)
+        when = float(since)
+        if not math.isfinite(when):
+            raise ValueError(since)
+        return int(packed), when
     except (ValueError, binascii.Error, UnicodeError):
         raise InvalidValue("cursor is not one this listing returned") from None
 
@@ -810,15 +856,22 @@ class OptOutService:
         *,
         inbound_address: str | None = None,
         phone_number: str | None = None,
+        number_prefix: str | None = None,
+        order: str = "number",
         limit: int = 100,
         cursor: str | None = None,
     ) -> tuple[list[Unsubscription], str | None]:
-        """One page, ordered by number then address, and the cursor of the
-        next page (None at the end). Keyset pagination: rows inserted while
-        paging never shift or repeat a page. An unknown address gives an
-        empty page; a malformed number InvalidNumber."""
+        """One page and the cursor of the next page (None at the end),
+        ordered by number then address, or by `since` ("newest" /
+        "oldest"). `number_prefix` keeps numbers whose E.164 form starts
+        with those digits. Keyset pagination: rows inserted while paging
+        never shift or repeat a page. An unknown address gives an empty
+        page; a malformed number InvalidNumber. Each item carries the
+        reason of its latest opt-out record."""
         limit = _check_limit(limit)
-        after = _decode_cursor("u", cursor)
+        if order not in _UNSUB_ORDERS:
+            raise InvalidValue(f"order must be one of {', '.join(_UNSUB_ORDERS)}")
+        after, after_since = _decode_unsub_cursor(order, cursor)
         address_id: int | None = None
         if inbound_address is not None:
             found = self._lookup_strict(inbound_address)
@@ -832,15 +885,32 @@ class OptOutService:
             except ValueError:
                 return [], None
             packed_range = (key << PACK_SHIFT, (key + 1) << PACK_SHIFT)
+        elif number_prefix is not None:
+            keys = _prefix_keys(number_prefix)
+            if keys is None:
+                return [], None
+            packed_range = (keys[0] << PACK_SHIFT, keys[1] << PACK_SHIFT)
         async with self._store.reading() as tx:
             rows = await tx.unsubscriptions(
-                address_id=address_id, packed_range=packed_range, after=after, limit=limit + 1
+                address_id=address_id,
+                packed_range=packed_range,
+                after=after,
+                after_since=after_since,
+                order=order,
+                limit=limit + 1,
             )
-        more = len(rows) > limit
-        rows = rows[:limit]
-        items = [self._unsubscription(r) for r in rows]
-        next_cursor = _encode_cursor("u", rows[-1].packed) if more else None
-        return [i for i in items if i is not None], next_cursor
+            more = len(rows) > limit
+            rows = rows[:limit]
+            items = [i for i in (self._unsubscription(r) for r in rows) if i is not None]
+            reasons = await tx.unsubscribe_reasons(
+                [(i.phone_number, i.inbound_address) for i in items]
+            )
+        items = [
+            replace(i, reason=reasons.get((i.phone_number, i.inbound_address), ""))
+            for i in items
+        ]
+        next_cursor = _encode_unsub_cursor(order, rows[-1]) if more else None
+        return items, next_cursor
 
     def _lookup_strict(self, raw: str) -> _Address | None:
         return self._by_address.get(numbers.normalize(raw))

@@ -405,9 +405,17 @@ class Tx:
         packed_range: tuple[int, int] | None,
         after: int | None,
         limit: int,
+        order: str = "number",
+        after_since: float | None = None,
     ) -> list[UnsubRow]:
-        """Unsubscriptions in `packed` order (number, then address), after
-        the keyset cursor `after`. `packed_range` is [lo, hi) (one number)."""
+        """Unsubscriptions after the keyset cursor, in `order`: "number"
+        (`packed`: number, then address; cursor `after`), "newest" or
+        "oldest" (by `since`, ties by `packed`; cursor (`after_since`,
+        `after`)). `packed_range` is [lo, hi) (a number or a number prefix).
+
+        The time orders have no index of their own: SQLite keeps only the
+        page's rows while scanning (a top-N sort), which suits a console
+        paging through a list of any size at a person's pace."""
         where: list[str] = []
         params: list[Any] = []
         if address_id is not None:
@@ -416,16 +424,40 @@ class Tx:
         if packed_range is not None:
             where.append("packed >= ? AND packed < ?")
             params.extend(packed_range)
-        if after is not None:
-            where.append("packed > ?")
-            params.append(after)
+        if order == "number":
+            if after is not None:
+                where.append("packed > ?")
+                params.append(after)
+            ordering = "packed"
+        else:
+            op, direction = ("<", "DESC") if order == "newest" else (">", "ASC")
+            if after is not None and after_since is not None:
+                where.append(f"(since {op} ? OR (since = ? AND packed {op} ?))")
+                params.extend((after_since, after_since, after))
+            ordering = f"since {direction}, packed {direction}"
         sql = "SELECT packed, address_id, number_key, since, source FROM unsubscribed"
         if where:
             sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY packed LIMIT ?"
+        sql += f" ORDER BY {ordering} LIMIT ?"
         params.append(limit)
         rows = await self._all(sql, params)
         return [UnsubRow(r[0], r[1], r[2], r[3], Source(r[4])) for r in rows]
+
+    async def unsubscribe_reasons(
+        self, pairs: Sequence[tuple[str, str]]
+    ) -> dict[tuple[str, str], str]:
+        """The reason of the latest "unsubscribed" record of each (number,
+        address) pair: why the number is on the list now."""
+        found: dict[tuple[str, str], str] = {}
+        for phone, address in pairs:
+            row = await self._one(
+                "SELECT reason FROM record WHERE phone_number = ? AND inbound_address = ? "
+                "AND status = ? ORDER BY id DESC LIMIT 1",
+                (phone, address, Status.UNSUBSCRIBED.value),
+            )
+            if row is not None:
+                found[(phone, address)] = row[0]
+        return found
 
     # --- records (append-only) ---
 

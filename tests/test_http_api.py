@@ -498,7 +498,7 @@ async def test_unsubscribed_csv_export_can_be_imported_elsewhere(api: Api, tmp_p
     export = await api.get("/unsubscribed?format=csv")
     assert export.status == 200 and export.headers["Content-Type"].startswith("text/csv")
     lines = export.text.splitlines()
-    assert lines[0] == "phone_number,inbound_address,since"
+    assert lines[0] == "phone_number,inbound_address,since,source,reason"
     assert len(lines) == 4
     only_short = await api.get("/unsubscribed?format=csv&inbound_address=55555")
     assert only_short.text.splitlines()[1:] == [line for line in lines[1:] if ",55555," in line]

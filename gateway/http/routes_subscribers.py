@@ -61,6 +61,21 @@ async def _page(call: Awaitable[T], cursor: str | None) -> T:
         raise bad_request(f"Invalid cursor: {exc}", "bad_cursor") from None
 
 
+_PREFIX_CHARS = frozenset("+0123456789 ().-")
+
+
+def _number_prefix(raw: str | None) -> str | None:
+    """The digits a number must start with; 400 for anything but digits
+    and the separators people type."""
+    if raw is None or not raw.strip():
+        return None
+    if not set(raw) <= _PREFIX_CHARS or not any(c.isdigit() for c in raw):
+        raise bad_request(
+            "Query parameter 'number_prefix' takes digits (and + ( ) - . spaces).", "bad_query"
+        )
+    return raw
+
+
 def _refresh_gauge(request: web.Request) -> None:
     metrics(request).unsubscribed.set(service(request).unsubscribed_count())
 
@@ -69,6 +84,8 @@ def _unsubscribed_filters(params: dict[str, Any]) -> dict[str, Any]:
     return {
         "inbound_address": _filter_number(params, "inbound_address"),
         "phone_number": _filter_number(params, "phone_number"),
+        "number_prefix": _number_prefix(params.get("number_prefix")),
+        "order": params.get("sort", "number"),
     }
 
 
@@ -77,7 +94,10 @@ async def list_unsubscribed(request: web.Request) -> web.StreamResponse:
     filters = _unsubscribed_filters(params)
     if params.get("format") == "csv":
         return await stream_csv(
-            request, "optout-unsubscribed", csvio.HEADER, _unsubscribed_rows(request, filters)
+            request,
+            "optout-unsubscribed",
+            (*csvio.HEADER, *csvio.INFO_COLUMNS),
+            _unsubscribed_rows(request, filters),
         )
     cursor = params.get("cursor")
     items, next_cursor = await _page(
@@ -101,7 +121,13 @@ async def _unsubscribed_rows(
     while True:
         items, cursor = await svc.list_unsubscribed(**filters, limit=_EXPORT_PAGE, cursor=cursor)
         for u in items:
-            yield [u.phone_number, u.inbound_address, csvio.format_since(u.since)]
+            yield [
+                u.phone_number,
+                u.inbound_address,
+                csvio.format_since(u.since),
+                u.source.value,
+                views.safe_text(u.reason),
+            ]
         if cursor is None:
             return
 

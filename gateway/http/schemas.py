@@ -137,13 +137,25 @@ UNSUBSCRIBED_QUERY = Query(
     (
         Param("inbound_address", ADDRESS, "Only this inbound address."),
         Param("phone_number", PHONE, "Only this subscriber."),
+        Param(
+            "number_prefix",
+            {"type": "string", "maxLength": 32},
+            "Numbers starting with these digits (\"+1415\", \"415555\": an area code "
+            "when the country code 1 is left out).",
+        ),
+        Param(
+            "sort",
+            {"type": "string", "enum": ["number", "newest", "oldest"], "default": "number"},
+            "Order: by number, or by the time of the opt-out.",
+        ),
         Param("limit", LIMIT, "Page size (1-1000)."),
-        Param("cursor", CURSOR, "next_cursor of the previous page."),
+        Param("cursor", CURSOR, "next_cursor of the previous page (same sort)."),
         Param(
             "format",
             {"type": "string", "enum": ["json", "csv"], "default": "json"},
             "csv streams every match in the import file format "
-            "(phone_number,inbound_address,since).",
+            "(phone_number,inbound_address,since) plus source and reason, which an "
+            "import ignores.",
         ),
     )
 )
@@ -236,6 +248,7 @@ RESPONSES: dict[str, dict[str, Any]] = {
             "inbound_address": {"type": "string"},
             "since": _TIME,
             "source": {"type": "string", "enum": [s.value for s in Source]},
+            "reason": {"type": "string", "description": "Of the latest opt-out record."},
         }
     ),
     "UnsubscribedPage": _obj(

@@ -72,6 +72,7 @@ def unsubscription(u: Unsubscription) -> dict[str, Any]:
         "inbound_address": u.inbound_address,
         "since": iso_utc(u.since),
         "source": u.source.value,
+        "reason": u.reason,
     }
 
 
@@ -162,3 +163,9 @@ def record_csv_row(r: Record) -> list[str]:
         _safe(r.carrier_ids),
         "true" if r.reply_sent else "false",
     ]
+
+
+def safe_text(text: str | None) -> str:
+    """Free text (a reason, an MO) made safe for a CSV cell: no formula
+    injection when the file is opened in a spreadsheet."""
+    return _safe(text)
