@@ -188,8 +188,9 @@ class RelayContext:
     upstream_ssl: ssl.SSLContext | None = None
     # Sender connections per source and pool ([smpp] max_connections*).
     admission: Admission[ProxySession] = field(init=False)
-    # Failed binds per (source, system_id), and the lockout they lead to.
-    bind_guard: BindGuard = field(init=False)
+    # Failed binds per (source, system_id), and the lockout they lead to
+    # (a test passes one with a fake clock).
+    bind_guard: BindGuard = field(default_factory=BindGuard)
     # Sessions per system_id, bound or binding ([[accounts]] max_binds).
     binds: dict[str, int] = field(default_factory=dict)
     # Password hashes are checked in worker threads, this many at once, so a
@@ -206,7 +207,6 @@ class RelayContext:
             max_unbound_connections=smpp.max_unbound_connections,
             max_unbound_connections_per_ip=smpp.max_unbound_connections_per_ip,
         )
-        self.bind_guard = BindGuard()
 
     @property
     def connections(self) -> int:

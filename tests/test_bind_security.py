@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 import smpplib.exceptions
 
+from gateway.bind_guard import BindGuard
 from gateway.carrier_sim import CarrierSim, NoReceiverError, SimConfig
 from gateway.config import Config, parse_config
 from gateway.passwords import hash_password
@@ -76,9 +77,10 @@ async def carrier() -> AsyncIterator[CarrierSim]:
     await sim.stop()
 
 
-async def start(cfg: Config, carrier: CarrierSim) -> Relay:
+async def start(cfg: Config, carrier: CarrierSim, guard: BindGuard | None = None) -> Relay:
     metrics = Metrics()
-    ctx = RelayContext(cfg, metrics, PassThrough(), Sessions(), ("127.0.0.1", carrier.port))
+    ctx = RelayContext(cfg, metrics, PassThrough(), Sessions(), ("127.0.0.1", carrier.port),
+                       bind_guard=guard if guard is not None else BindGuard())
     server = await start_listener(ctx, "127.0.0.1", 0)
     return Relay(ctx, server, server.sockets[0].getsockname()[1], metrics)
 
@@ -211,15 +213,20 @@ async def test_carrier_refusals_count_toward_the_lockout_too(
     assert carrier.bind_attempts == 5  # the sixth never reached the carrier
 
 
-async def test_the_lockout_ends_after_a_minute(relay: Relay, carrier: CarrierSim) -> None:
+async def test_the_lockout_ends_after_a_minute(carrier: CarrierSim) -> None:
     clock = [0.0]
-    relay.ctx.bind_guard._clock = lambda: clock[0]
-    for _ in range(5):
-        assert await smpplib_bind(relay, "trx", "acme", "guess") == CommandStatus.ESME_RINVPASWD
-    clock[0] += 59
-    assert await smpplib_bind(relay, "trx", "acme", "acme-pw") == CommandStatus.ESME_RBINDFAIL
-    clock[0] += 1.5
-    assert await smpplib_bind(relay, "trx", "acme", "acme-pw") == 0
+    relay = await start(config(carrier.port), carrier, BindGuard(clock=lambda: clock[0]))
+    try:
+        for _ in range(5):
+            assert await smpplib_bind(relay, "trx", "acme", "guess") == \
+                CommandStatus.ESME_RINVPASWD
+        clock[0] += 59
+        assert await smpplib_bind(relay, "trx", "acme", "acme-pw") == \
+            CommandStatus.ESME_RBINDFAIL
+        clock[0] += 1.5
+        assert await smpplib_bind(relay, "trx", "acme", "acme-pw") == 0
+    finally:
+        await stop(relay)
 
 
 async def test_max_binds_caps_concurrent_sessions_of_an_account(carrier: CarrierSim) -> None:
@@ -343,3 +350,72 @@ async def test_requests_in_the_wrong_state_count_as_violations_too(relay: Relay)
     await peer.send(codec.make_pdu(Command.SUBMIT_SM, destination_addr=b"14155550100"))
     assert (await peer.read()).command_status == CommandStatus.ESME_RINVBNDSTS
     assert await peer.closed()
+
+
+async def test_a_client_looping_past_its_cap_gets_a_log_line_not_one_per_socket(
+    carrier: CarrierSim, caplog: pytest.LogCaptureFixture
+) -> None:
+    relay = await start(config(carrier.port, {"max_unbound_connections_per_ip": 1}), carrier)
+    try:
+        caplog.set_level(logging.INFO, logger="optout")
+        holder = await relay.raw()
+        await wait_for(lambda: relay.ctx.connections == 1)
+        for _ in range(200):
+            extra = await relay.raw()
+            assert await extra.closed()
+        refused = relay.metrics.registry.get_sample_value(
+            "optout_connections_refused_total", {"reason": "max_unbound_connections_per_ip"})
+        assert refused == 200
+        lines = [r for r in caplog.records if r.name.startswith("optout")]
+        assert len(lines) <= 2, [r.getMessage() for r in lines]
+        holder.close()
+    finally:
+        await stop(relay)
+
+
+async def test_a_late_answer_to_a_timed_out_request_is_not_a_violation() -> None:
+    """A slow carrier's late submit_sm_resp is dropped quietly; it must not
+    count toward closing the carrier leg."""
+    from gateway.link import Link, LinkSettings
+
+    carrier_side: asyncio.Queue[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = \
+        asyncio.Queue()
+
+    async def accept(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        await carrier_side.put((r, w))
+
+    server = await asyncio.start_server(accept, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+
+    class Owner:
+        def link_request(self, link: Link, header: Any, raw: bytes) -> None: ...
+        def link_room(self, link: Link) -> None: ...
+        def link_closed(self, link: Link, reason: str) -> None: ...
+
+    loop = asyncio.get_running_loop()
+    metrics = Metrics()
+    _, link = await loop.create_connection(
+        lambda: Link(LinkSettings("upstream", response_timeout=0.3), Owner(), metrics),
+        "127.0.0.1", port)
+    reader, writer = await carrier_side.get()
+    try:
+        answer = link.request(codec.encode(codec.make_pdu(
+            Command.SUBMIT_SM, destination_addr=b"14155550100")))
+        assert await asyncio.wait_for(answer, 5) == (None, None)  # timed out
+        frames = b""
+        while len(frames) < 16:
+            frames += await reader.read(65536)
+        seq = int.from_bytes(frames[12:16], "big")
+        late = codec.make_pdu(Command.SUBMIT_SM_RESP, sequence_number=seq, message_id=b"1")
+        # ... and a response to nothing at all, which is one.
+        stray = codec.make_pdu(Command.SUBMIT_SM_RESP, sequence_number=seq + 1000,
+                               message_id=b"2")
+        writer.write(codec.encode(late) + codec.encode(stray))
+        await writer.drain()
+        await wait_for(lambda: link.violations > 0)
+        assert link.violations == 1
+    finally:
+        link.close("test over")
+        writer.close()
+        server.close()
+        await server.wait_closed()

@@ -70,3 +70,16 @@ async def test_unmask_switch_shows_them_for_debugging(tmp_path: Path,
     mo_event = next(e for e in events if e["event"] == "mo_handled")
     assert mo_event["sender"] == ALICE
     assert mo_event["text"] == SECRET_TEXT
+
+
+def test_throttle_logs_once_per_interval_and_counts_the_rest() -> None:
+    from gateway.logs import Throttle
+
+    now = [0.0]
+    throttle = Throttle(interval=10.0, clock=lambda: now[0])
+    assert throttle.allow("refused") == 0  # the first one is logged
+    assert [throttle.allow("refused") for _ in range(500)] == [None] * 500
+    assert throttle.allow("other") == 0  # keys are independent
+    now[0] = 10.0
+    assert throttle.allow("refused") == 500  # logged, with the count not logged
+    assert throttle.allow("refused") is None
