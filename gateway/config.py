@@ -17,9 +17,11 @@ from pathlib import Path
 from typing import Any
 
 from gateway.passwords import PasswordHashError, parse_hash
-from rules.model import SmsType
+from rules.model import SmsType, is_scalar_text
 
 __all__ = [
+    "MIN_TOKEN_CHARS",
+    "PLACEHOLDER_TOKENS",
     "AccountConfig",
     "Config",
     "ConfigError",
@@ -30,6 +32,7 @@ __all__ = [
     "StoreConfig",
     "TokenConfig",
     "UpstreamConfig",
+    "is_placeholder_token",
     "load_config",
     "parse_config",
     "parse_hostport",
@@ -38,6 +41,31 @@ __all__ = [
 
 class ConfigError(Exception):
     """A configuration that cannot be used; the message is one printable line."""
+
+
+#: Shortest API token accepted: a guessable token is no protection.
+MIN_TOKEN_CHARS = 16
+
+#: Token values printed in this project's README, deploy files and history.
+#: Anyone can read them, so a config that still holds one is refused.
+PLACEHOLDER_TOKENS: frozenset[str] = frozenset({
+    "change-me",
+    "replace-with-a-long-random-admin-token",
+    "replace-with-a-long-random-viewer-token",
+    "demo-admin-token",
+    "demo-viewer-token",
+})
+
+# Spellings of "put your token here" in any template, ours or a copied one.
+_PLACEHOLDER_WORDS = ("change-me", "changeme", "change_me", "replace-with", "replace_with",
+                      "replace-me", "replaceme", "replace_me", "placeholder", "your-token",
+                      "your_token")
+
+
+def is_placeholder_token(token: str) -> bool:
+    """Whether `token` is (or plainly spells) a documented placeholder."""
+    lower = token.strip().lower()
+    return lower in PLACEHOLDER_TOKENS or any(word in lower for word in _PLACEHOLDER_WORDS)
 
 
 @dataclass(frozen=True)
@@ -260,6 +288,9 @@ def _check_type(value: Any, annotation: str, where: str, source: str) -> Any:
     ok: bool
     if base == "str":
         ok = isinstance(value, str)
+        if ok and not is_scalar_text(value):
+            raise ConfigError(f"{source}: {where} is not valid Unicode text "
+                              "(it holds a lone surrogate)")
     elif base == "bool":
         ok = isinstance(value, bool)
     elif base == "int":
@@ -269,6 +300,9 @@ def _check_type(value: Any, annotation: str, where: str, source: str) -> Any:
         value = float(value) if ok else value
     elif base.startswith("dict[str, str]"):
         ok = isinstance(value, dict) and all(isinstance(v, str) for v in value.values())
+        if ok and not all(is_scalar_text(k) and is_scalar_text(v) for k, v in value.items()):
+            raise ConfigError(f"{source}: {where} is not valid Unicode text "
+                              "(it holds a lone surrogate)")
     else:  # pragma: no cover - a field type this function does not know yet
         raise AssertionError(f"unhandled config type {annotation}")
     if not ok:
@@ -333,8 +367,13 @@ def _validate(config: Config, source: str) -> None:
     for i, t in enumerate(config.http.tokens):
         if t.role not in ("admin", "viewer"):
             raise bad(f"http.tokens[{i}].role", f'must be "admin" or "viewer", got {t.role!r}')
-        if len(t.token) < 8:
-            raise bad(f"http.tokens[{i}].token", "must be at least 8 characters")
+        if len(t.token) < MIN_TOKEN_CHARS:
+            raise bad(f"http.tokens[{i}].token",
+                      f"must be at least {MIN_TOKEN_CHARS} characters (a long random string)")
+        if is_placeholder_token(t.token):
+            raise bad(f"http.tokens[{i}].token",
+                      "is a documented placeholder: replace it with a long random string "
+                      "(python -c \"import secrets; print(secrets.token_urlsafe(32))\")")
         if t.token in seen_tokens:
             raise bad(f"http.tokens[{i}].token", "is used twice")
         seen_tokens.add(t.token)

@@ -48,6 +48,12 @@ _CONCAT_TTL = 600.0
 _CONCAT_MAX = 100_000
 _SMS_TYPES = {t.value: t for t in SmsType}
 
+#: The `app_id` label of submits from senders without a configured account
+#: (`allow_unknown_accounts`): their system_id is the client's choice, so it
+#: must not become a label value (one series per guess, or one that cannot
+#: be encoded). The decision still uses the system_id as the app ID.
+OTHER_APP = "other"
+
 
 @dataclass(frozen=True, slots=True)
 class _Verdict:
@@ -190,12 +196,16 @@ class SmppEnforcer:
             # A plain submit_sm (no UDH, no TLVs): nothing about concatenation
             # or a type TLV to consider, so four fields decide it.
             account = session.account
-            app_id = account.app_id if account is not None else session.system_id
-            sms_type = self._service_types.get(peek.service_type) or _SMS_TYPES[
-                account.default_sms_type if account is not None else "marketing"]
+            if account is not None:
+                app_id = label = account.app_id
+                sms_type = self._service_types.get(peek.service_type) or _SMS_TYPES[
+                    account.default_sms_type]
+            else:
+                app_id, label = session.system_id, OTHER_APP
+                sms_type = self._service_types.get(peek.service_type) or SmsType.MARKETING
             destination = _subscriber(peek.destination_addr, peek.dest_addr_ton,
                                       peek.dest_addr_npi)
-            if self._decide(app_id, sms_type, destination).allowed:
+            if self._decide(app_id, label, sms_type, destination).allowed:
                 return self._forward
             return self._refuse(session, header, pdu_codec.decode(raw), app_id, sms_type,
                                 destination)
@@ -245,7 +255,10 @@ class SmppEnforcer:
         default = account.default_sms_type if account is not None else "marketing"
         return app_id, _SMS_TYPES[default]
 
-    def _decide(self, app_id: str, sms_type: SmsType, destination: str | None) -> Decision:
+    def _decide(self, app_id: str, label: str, sms_type: SmsType,
+                destination: str | None) -> Decision:
+        """Decide one destination and count it under the metric label `label`
+        (the app ID of a configured account, else OTHER_APP)."""
         start = time.perf_counter()
         if destination is None:
             decision = Decision(allowed=True, in_scope=False)
@@ -253,30 +266,31 @@ class SmppEnforcer:
             decision = self.service.decide(app_id, sms_type, destination)
         seconds = time.perf_counter() - start
         if not decision.in_scope:
-            child = self._out_of_scope_children.get(app_id)
+            child = self._out_of_scope_children.get(label)
             if child is None:
-                child = self.metrics.submit_out_of_scope.labels(app_id)
-                self._out_of_scope_children[app_id] = child
+                child = self.metrics.submit_out_of_scope.labels(label)
+                self._out_of_scope_children[label] = child
             child.inc()
-        self.submit_metrics.decided(seconds, app_id, sms_type, not decision.allowed)
+        self.submit_metrics.decided(seconds, label, sms_type, not decision.allowed)
         return decision
 
     def _blocked(
         self, session: ProxySession, pdu: Pdu, destination: str | None, app_id: str,
         sms_type: SmsType,
     ) -> bool:
+        label = app_id if session.account is not None else OTHER_APP
         esm_class = pdu.get_int("esm_class")
         concat = concat_info(pdu.get_bytes("short_message"), bool(esm_class & ESM_UDHI), pdu.tlvs)
         if concat is None:
-            return not self._decide(app_id, sms_type, destination).allowed
+            return not self._decide(app_id, label, sms_type, destination).allowed
         key = (session.system_id, pdu.get_bytes("source_addr"), destination, concat.ref,
                concat.total)
         now = time.monotonic()
         earlier = self.concat.get(key, now)
         if earlier is not None:
-            self.submit_metrics.decided(None, app_id, sms_type, earlier)
+            self.submit_metrics.decided(None, label, sms_type, earlier)
             return earlier
-        blocked = not self._decide(app_id, sms_type, destination).allowed
+        blocked = not self._decide(app_id, label, sms_type, destination).allowed
         self.concat.put(key, blocked, now)
         return blocked
 
@@ -345,6 +359,20 @@ class SmppEnforcer:
     # --- carrier deliveries ---------------------------------------------------------
 
     async def check_deliver(self, system_id: str, header: Header, raw: bytes) -> Deliver:
+        """Handle a deliver_sm / data_sm from the carrier. Whatever goes wrong
+        while handling an MO (the store, or a bug) answers the carrier 0x64
+        ESME_RX_T_APPN so it redelivers later, and never takes a session
+        down: one bad MO must not stop every other opt-out on the bind."""
+        try:
+            return await self._check_deliver(system_id, header, raw)
+        except Exception as exc:
+            logs.event(log, "mo_failed", logging.ERROR, system_id=system_id,
+                       error=type(exc).__name__)
+            log.debug("mo_failed traceback", exc_info=True)
+            self.metrics.store_errors.labels("handle_mo").inc()
+            return Deliver(forward=False, status=CommandStatus.ESME_RX_T_APPN)
+
+    async def _check_deliver(self, system_id: str, header: Header, raw: bytes) -> Deliver:
         forward = self.config.smpp.forward_mo
         try:
             pdu = pdu_codec.decode(raw)

@@ -73,6 +73,13 @@ class Sidecar:
                 sim_control = (smpp_host, self.simulator.control_port)
         else:
             upstream = parse_hostport(config.upstream.address, "upstream.address")
+        if config.upstream.tls and not config.upstream.tls_verify:
+            # Allowed (carriers' test SMSCs often have self-signed certificates),
+            # but anyone on the path can then read and change the traffic.
+            logs.event(log, "upstream_tls_unverified", logging.WARNING,
+                       upstream=f"{upstream[0]}:{upstream[1]}",
+                       hint="[upstream] tls_verify = false: the carrier's certificate is "
+                            "not checked")
 
         ctx = RelayContext(
             config=config,

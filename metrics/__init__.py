@@ -47,7 +47,8 @@ class Metrics:
         # SPEC section 4 (names and labels are a stable contract).
         self.submit = Counter(
             "optout_submit_total",
-            "Sender submits decided, by application, SMS type and decision.",
+            "SMPP submits decided, by application (configured app IDs only, else "
+            "'other'), SMS type and decision.",
             ["app_id", "sms_type", "decision"],
             registry=r,
         )
@@ -78,6 +79,13 @@ class Metrics:
             "optout_decision_seconds",
             "Time to decide one submit.",
             buckets=_DECISION_BUCKETS,
+            registry=r,
+        )
+        # SPEC section 7.
+        self.check = Counter(
+            "optout_check_total",
+            "HTTP POST /check decisions, by decision (allowed/blocked).",
+            ["decision"],
             registry=r,
         )
         # What an SRE alerts on beyond the contract.

@@ -9,6 +9,7 @@ anyone mutating it behind another's back.
 from __future__ import annotations
 
 import enum
+import re
 from dataclasses import dataclass, field
 
 
@@ -90,6 +91,40 @@ class Conflict(DomainError):
 
 class InvalidValue(DomainError):
     code = "invalid_value"
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def is_scalar_text(text: str) -> bool:
+    """True when `text` is a sequence of Unicode scalar values, i.e. holds no
+    lone surrogate (U+D800-U+DFFF). JSON's "\\ud800" escape and Python's
+    surrogateescape produce such strings; they cannot be encoded as UTF-8,
+    so SQLite, the SMPP encoder and Prometheus all fail on them later, far
+    from where they came in. Refuse them at the door instead."""
+    if text.isascii():
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def require_scalar_text(text: str, field: str) -> str:
+    """`text` unchanged, or InvalidValue naming `field` if it holds a lone
+    surrogate (see `is_scalar_text`)."""
+    if not is_scalar_text(text):
+        raise InvalidValue(f"{field} is not valid Unicode (it holds a lone surrogate)")
+    return text
+
+
+def scalar_text(text: str) -> str:
+    """`text` with any lone surrogate replaced by U+FFFD. For text we must
+    keep rather than refuse (an MO's raw text: the STOP in it counts)."""
+    if is_scalar_text(text):
+        return text
+    return _SURROGATE.sub("\ufffd", text)
 
 
 class StoreUnavailable(Exception):

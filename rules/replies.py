@@ -14,7 +14,7 @@ import enum
 import json
 from dataclasses import dataclass
 
-from rules.model import InvalidValue, Replies
+from rules.model import InvalidValue, Replies, require_scalar_text
 
 __all__ = [
     "HELP_TEMPLATE",
@@ -110,7 +110,7 @@ def validate_replies(replies: Replies) -> Replies:
             raise InvalidValue(f"replies.{field} is longer than {MAX_REPLY_CHARS} characters")
         if "\x00" in text:
             raise InvalidValue(f"replies.{field} contains a NUL character")
-        return text
+        return require_scalar_text(text, f"replies.{field}")
 
     return Replies(
         opt_out=one("opt_out", replies.opt_out),

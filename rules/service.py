@@ -80,6 +80,8 @@ from rules.model import (
     Source,
     Status,
     Unsubscription,
+    require_scalar_text,
+    scalar_text,
 )
 from rules.replies import ProgramInfo, ReplySettings, validate_replies
 from rules.store import (
@@ -151,6 +153,9 @@ _ImportRow = tuple[int, int, int, "_Address", str, float | None]
 """(packed, number key, line, address, phone number, since) of one good row."""
 
 
+_MAX_SQL_INT: Final = 1 << 63
+
+
 def _encode_cursor(kind: str, value: int) -> str:
     return base64.urlsafe_b64encode(f"{kind}:{value}".encode()).decode().rstrip("=")
 
@@ -164,7 +169,14 @@ def _decode_cursor(kind: str, cursor: str | None) -> int | None:
         got_kind, _, value = text.partition(":")
         if got_kind != kind:
             raise ValueError(kind)
-        return int(value)
+        # Only what _encode_cursor makes: plain digits that fit SQLite's
+        # signed 64-bit integer (a bigger one would overflow in the query).
+        if not (value.isascii() and value.isdigit()) or len(value) > 19:
+            raise ValueError(value)
+        number = int(value)
+        if number >= _MAX_SQL_INT:
+            raise ValueError(value)
+        return number
     except (ValueError, binascii.Error, UnicodeError):
         raise InvalidValue("cursor is not one this listing returned") from None
 
@@ -238,7 +250,7 @@ def _sms_types(values: Iterable[SmsType | str]) -> frozenset[SmsType]:
 def _app_id(app_id: str) -> str:
     if not isinstance(app_id, str) or not app_id.strip():
         raise InvalidValue("app_id must be a non-empty string")
-    app_id = app_id.strip()
+    app_id = require_scalar_text(app_id.strip(), "app_id")
     if len(app_id) > MAX_APP_ID_CHARS or not app_id.isprintable():
         raise InvalidValue(f"app_id must be at most {MAX_APP_ID_CHARS} printable characters")
     return app_id
@@ -249,7 +261,7 @@ def _description(text: str) -> str:
         raise InvalidValue("description must be a string")
     if len(text) > MAX_DESCRIPTION_CHARS:
         raise InvalidValue(f"description is longer than {MAX_DESCRIPTION_CHARS} characters")
-    return text
+    return require_scalar_text(text, "description")
 
 
 def _source(value: Source | str) -> Source:
@@ -265,7 +277,7 @@ def _reason(text: str, default: str) -> str:
         raise InvalidValue("reason must be a string")
     if len(text) > MAX_DESCRIPTION_CHARS:
         raise InvalidValue(f"reason is longer than {MAX_DESCRIPTION_CHARS} characters")
-    return text or default
+    return require_scalar_text(text, "reason") or default
 
 
 class OptOutService:
@@ -692,9 +704,10 @@ class OptOutService:
         carrier_ids: str | None,
     ) -> MoOutcome:
         key = numbers.to_key(subscriber)
-        text = text[:MAX_RAW_TEXT_CHARS]
+        # Kept, not refused: the keyword in it has already been acted on.
+        text = scalar_text(text[:MAX_RAW_TEXT_CHARS])
         if carrier_ids is not None:
-            carrier_ids = carrier_ids[:MAX_CARRIER_IDS_CHARS]
+            carrier_ids = scalar_text(carrier_ids[:MAX_CARRIER_IDS_CHARS])
         async with self._store.transaction() as tx:
             try:
                 current = self._current(address)

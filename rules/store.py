@@ -39,7 +39,7 @@ from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import aiosqlite
 import numpy as np
@@ -546,6 +546,35 @@ _DB_ERRORS: tuple[type[Exception], ...] = (sqlite3.Error, OSError)
 _DB_OR_CLOSED_ERRORS: tuple[type[Exception], ...] = (sqlite3.Error, OSError, ValueError)
 
 
+#: Mode of the store's files: they hold phone numbers and MO texts.
+PRIVATE_MODE: Final = 0o600
+
+
+def _make_private(path: str) -> None:
+    """Create the database file readable and writable by its owner only,
+    whatever the umask, before SQLite opens it. SQLite gives the -wal and
+    -shm files it creates the database file's mode (it fchmods them past
+    the umask), so they follow. An existing file that others can read is
+    tightened, with a warning, rather than left exposed."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, PRIVATE_MODE)
+    except FileExistsError:
+        for name in (path, path + "-wal", path + "-shm"):
+            try:
+                mode = os.stat(name).st_mode & 0o777
+            except FileNotFoundError:
+                continue
+            if mode & 0o077:
+                os.chmod(name, PRIVATE_MODE)
+                log.warning("store: %s was readable by others (mode %o); now %o",
+                            name, mode, PRIVATE_MODE)
+        return
+    try:
+        os.fchmod(fd, PRIVATE_MODE)  # os.open's mode was filtered by the umask
+    finally:
+        os.close(fd)
+
+
 class Store:
     """The SQLite store. Open with `await Store.open(url)`."""
 
@@ -590,9 +619,12 @@ class Store:
         try:
             if path != ":memory:":
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
+                _make_private(path)
             conn = await aiosqlite.connect(path, isolation_level=None)
         except _DB_OR_CLOSED_ERRORS as exc:
             raise StoreUnavailable(f"cannot open store {path!r}: {exc}") from exc
+        except OSError as exc:
+            raise StoreUnavailable(f"cannot open store {path!r}: {exc.strerror or exc}") from exc
         store = cls(conn, path)
         try:
             await store._configure(busy_timeout_ms)

@@ -24,7 +24,7 @@ listen = "127.0.0.1:8080"
 
 [[http.tokens]]
 name = "ops"
-token = "change-me"
+token = "k3V9-e2e-ops-token-long-enough"
 role = "admin"
 
 [store]
@@ -171,9 +171,69 @@ def test_readme_config_example_loads(tmp_path: Path) -> None:
     example = readme[readme.index("```toml\n", start) + 8:]
     example = example[:example.index("```")]
     # Placeholder tokens are the operator's to replace (and may be refused as such).
-    example = re.sub(r'^token = ".*"$', 'token = "' + "t0ken-for-the-test" * 2 + '"',
+    example = re.sub(r'^token = "[^"]*"', 'token = "' + "t0ken-for-the-test" * 2 + '"',
                      example, flags=re.M)
     config = load_config(write(tmp_path, example))
     acct = config.account("acme")
     assert acct is not None and acct.max_binds == 10
     assert config.smpp.max_connections_per_ip == 50
+
+
+# --- secrets (issue 8, hole 8) ------------------------------------------------------
+
+
+def _with_token(token: str) -> str:
+    return f"[[http.tokens]]\nname = 'ops'\ntoken = '{token}'\nrole = 'admin'\n"
+
+
+@pytest.mark.parametrize(
+    ("token", "expected"),
+    [
+        ("abcdefgh", "at least 16 characters"),
+        ("fifteen-chars-x", "at least 16 characters"),
+        ("change-me", "at least 16 characters"),
+        ("REPLACE-WITH-A-LONG-RANDOM-ADMIN-TOKEN", "documented placeholder"),
+        ("REPLACE-WITH-A-LONG-RANDOM-VIEWER-TOKEN", "documented placeholder"),
+        ("please-change-me-now", "documented placeholder"),
+        ("Change-Me-Change-Me", "documented placeholder"),
+        ("demo-admin-token", "documented placeholder"),
+    ],
+)
+def test_short_or_placeholder_tokens_stop_start_up_with_exit_2(
+    tmp_path: Path, token: str, expected: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write(tmp_path, _with_token(token))
+    assert main(["check-config", "--config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "http.tokens[0].token" in err and expected in err
+    assert token not in err  # the rejected secret is not echoed
+
+
+def test_a_long_random_token_is_accepted(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, _with_token("q7Yv2-bW9kLm3xT0a")))
+    assert config.http.tokens[0].token == "q7Yv2-bW9kLm3xT0a"
+
+
+def test_readme_token_example_is_a_placeholder_the_sidecar_refuses() -> None:
+    from gateway.config import is_placeholder_token
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    tokens = [line.split('"')[1] for line in readme.splitlines()
+              if line.strip().startswith("token = \"")]
+    assert tokens, "the README shows a token line"
+    for token in tokens:
+        assert is_placeholder_token(token) or len(token) < 16, token
+
+
+def test_config_strings_must_be_unicode_scalar_values() -> None:
+    from gateway.config import parse_config
+
+    with pytest.raises(ConfigError, match=r"program.name is not valid Unicode"):
+        parse_config({"program": {"name": "Acme \ud800"}})
+    with pytest.raises(ConfigError, match=r"smpp.service_type_map is not valid Unicode"):
+        parse_config({"smpp": {"service_type_map": {"\udc80": "marketing"}}})
+
+
+def test_a_lone_surrogate_escape_in_the_file_is_exit_2(tmp_path: Path) -> None:
+    path = write(tmp_path, '[program]\nname = "Acme \\ud800"\n')
+    assert main(["check-config", "--config", str(path)]) == 2

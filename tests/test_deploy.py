@@ -19,6 +19,7 @@ import asyncio
 import json
 import os
 import re
+import secrets
 import shutil
 import subprocess
 import sys
@@ -35,6 +36,7 @@ from gateway.carrier_sim import CarrierSim, SimConfig
 from gateway.cli import _parser as cli_parser
 from gateway.config import (
     AccountConfig,
+    ConfigError,
     HttpConfig,
     LoggingConfig,
     ProgramConfig,
@@ -252,8 +254,22 @@ def test_every_yaml_file_parses() -> None:
 # --- configuration -------------------------------------------------------------
 
 
+def example_with_real_tokens() -> dict[str, Any]:
+    """The example config as an operator would fill it in: placeholders
+    replaced by long random tokens."""
+    data = tomllib.loads(EXAMPLE_CONFIG.read_text())
+    for token in data["http"]["tokens"]:
+        token["token"] = secrets.token_urlsafe(24)
+    return data
+
+
+def test_example_config_is_refused_until_its_placeholder_tokens_are_replaced() -> None:
+    with pytest.raises(ConfigError, match=r"http.tokens\[0\].token is a documented placeholder"):
+        load_config(EXAMPLE_CONFIG)
+
+
 def test_example_config_loads() -> None:
-    config = load_config(EXAMPLE_CONFIG)
+    config = parse_config(example_with_real_tokens(), source=str(EXAMPLE_CONFIG))
     assert parse_hostport(config.smpp.listen, "") == ("0.0.0.0", 2775)
     assert parse_hostport(config.http.listen, "") == ("0.0.0.0", 8080)
     assert config.store.url == "sqlite:////data/optout.db"
@@ -375,7 +391,7 @@ async def test_image_healthcheck_and_probe_paths_against_a_running_sidecar(
     the probe paths the Kubernetes files use are served."""
     carrier = CarrierSim(SimConfig(port=0))
     await carrier.start()
-    data = tomllib.loads(EXAMPLE_CONFIG.read_text())
+    data = example_with_real_tokens()
     data["smpp"]["listen"] = "127.0.0.1:0"
     data["http"]["listen"] = "127.0.0.1:0"
     data["upstream"]["address"] = f"127.0.0.1:{carrier.port}"

@@ -84,19 +84,15 @@ async def test_metrics_parse_and_count_checks_and_mos(api: Api, metrics: Metrics
     assert reply.status == 200
     assert reply.headers["Content-Type"].startswith("text/plain")
     families = {f.name: f for f in text_string_to_metric_families(reply.text)}
-    assert {"optout_submit", "optout_mo", "optout_unsubscribed_numbers"} <= set(families)
+    assert {"optout_check", "optout_mo", "optout_unsubscribed_numbers"} <= set(families)
     r = metrics.registry
     assert r.get_sample_value("optout_unsubscribed_numbers") == 1
     assert (
         r.get_sample_value("optout_mo_total", {"inbound_address": ADDR, "action": "opt_out"}) == 1
     )
-    assert (
-        r.get_sample_value(
-            "optout_submit_total",
-            {"app_id": "1400000001", "sms_type": "marketing", "decision": "blocked"},
-        )
-        == 1
-    )
+    assert r.get_sample_value("optout_check_total", {"decision": "blocked"}) == 1
+    # optout_submit_total counts SMPP traffic only (SPEC section 7).
+    assert not [s for s in families["optout_submit"].samples if s.name == "optout_submit_total"]
 
 
 # --- authentication and roles ---------------------------------------------------------
@@ -653,8 +649,3 @@ def test_token_lookup_compares_every_token_in_constant_time(
     assert "secret" not in repr(ADMIN)
 
 
-def test_check_app_id_labels_are_bounded() -> None:
-    from gateway.http.context import BoundedLabels
-
-    labels = BoundedLabels(limit=2)
-    assert [labels.admit(a) for a in ("a", "b", "c", "a", "d")] == ["a", "b", "other", "a", "other"]

@@ -39,7 +39,7 @@ reply_password = "optoutpw"
 listen = "127.0.0.1:0"
 [[http.tokens]]
 name = "ops"
-token = "ops-token-1"
+token = "ops-token-for-the-kill-test"
 role = "admin"
 [store]
 url = "sqlite:///{db}"

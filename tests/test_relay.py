@@ -496,3 +496,40 @@ async def test_connections_past_the_limit_are_closed_at_once(carrier: CarrierSim
         fourth.close()
     finally:
         await stop_relay(relay)
+
+
+@pytest.mark.parametrize("verify", [False, True])
+async def test_upstream_tls_without_verification_is_a_warning_at_start(
+    tmp_path: Any, caplog: pytest.LogCaptureFixture, verify: bool
+) -> None:
+    """Turning certificate checks off toward the carrier is allowed (test SMSCs
+    have self-signed certificates) but never silent. The warning is about the
+    configuration, so it comes at start, before any carrier answers (the
+    carrier's port here is closed)."""
+    import logging
+
+    from gateway.server import Sidecar
+
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        closed_port = probe.getsockname()[1]
+    config = parse_config({
+        "smpp": {"listen": "127.0.0.1:0"},
+        "http": {"listen": "127.0.0.1:0"},
+        "upstream": {"address": f"127.0.0.1:{closed_port}", "tls": True,
+                     "tls_verify": verify},
+        "store": {"url": f"sqlite:///{tmp_path}/s.db"},
+    })
+    caplog.set_level(logging.INFO, logger="optout.server")
+    sidecar = Sidecar(config, metrics=Metrics())
+    try:
+        await sidecar.start()
+    finally:
+        await sidecar.stop()
+    warnings = [r for r in caplog.records if r.getMessage() == "upstream_tls_unverified"]
+    if verify:
+        assert warnings == []
+    else:
+        (warning,) = warnings
+        assert warning.levelno == logging.WARNING
+        assert warning.fields["upstream"] == f"127.0.0.1:{closed_port}"  # type: ignore[attr-defined]

@@ -225,3 +225,42 @@ async def test_multi_row_inserts_write_every_row(tmp_path: Path, rows: int) -> N
         assert all(r.actor == "o'k" and r.at == 5.0 and r.source is Source.IMPORT for r in records)
     finally:
         await store.close()
+
+
+async def test_store_files_are_private_whatever_the_umask(tmp_path: Path) -> None:
+    # Given a permissive umask (as in many containers),
+    import os
+    import stat
+
+    old = os.umask(0o000)
+    try:
+        # when the store is created and written to (so the WAL and the shared
+        # memory file exist),
+        path = tmp_path / "sub" / "optout.db"
+        store = await Store.open(url_for(path))
+        async with store.transaction() as tx:
+            await tx.insert_unsubscription(UnsubRow(pack(1, 1), 1, 1, 1.0, Source.API))
+        try:
+            # then the database, its -wal and its -shm are its owner's only.
+            for name in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
+                assert name.exists(), name
+                assert stat.S_IMODE(name.stat().st_mode) == 0o600, name
+        finally:
+            await store.close()
+    finally:
+        os.umask(old)
+
+
+async def test_an_existing_world_readable_store_is_tightened(tmp_path: Path) -> None:
+    import os
+    import stat
+
+    path = tmp_path / "optout.db"
+    store = await Store.open(url_for(path))
+    await store.close()
+    os.chmod(path, 0o644)
+    store = await Store.open(url_for(path))
+    try:
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    finally:
+        await store.close()

@@ -14,12 +14,10 @@ from aiohttp import web
 
 from gateway.http.auth import ApiToken, TokenBook, auth_middleware
 from gateway.http.context import (
-    LABELS_KEY,
     METRICS_KEY,
     SERVICE_KEY,
     TOKENS_KEY,
     UPSTREAM_READY_KEY,
-    BoundedLabels,
     check_query,
 )
 from gateway.http.errors import error_middleware
@@ -92,7 +90,6 @@ def make_app(
     app[METRICS_KEY] = metrics
     app[TOKENS_KEY] = book
     app[UPSTREAM_READY_KEY] = upstream_ready
-    app[LABELS_KEY] = BoundedLabels()
     app[STATIC_FILES_KEY] = load_static_files()
     app[OPENAPI_KEY] = build_document()
     for op in OPERATIONS:

@@ -19,13 +19,11 @@ from rules.model import InvalidNumber, Source
 from rules.service import OptOutService
 
 __all__ = [
-    "LABELS_KEY",
     "METRICS_KEY",
     "QUERY_KEY",
     "SERVICE_KEY",
     "TOKENS_KEY",
     "UPSTREAM_READY_KEY",
-    "BoundedLabels",
     "actor",
     "body",
     "change_source",
@@ -41,28 +39,6 @@ METRICS_KEY = web.AppKey("metrics", Metrics)
 TOKENS_KEY = web.AppKey("tokens", TokenBook)
 UPSTREAM_READY_KEY: web.AppKey[Callable[[], bool]] = web.AppKey("upstream_ready")
 
-
-class BoundedLabels:
-    """Admits at most `limit` distinct label values, then answers "other".
-
-    `app_id` in `POST /check` comes from the client; used as a Prometheus
-    label unchecked, a client could create series without limit.
-    """
-
-    def __init__(self, limit: int = 200) -> None:
-        self._limit = limit
-        self._seen: set[str] = set()
-
-    def admit(self, value: str) -> str:
-        if value in self._seen:
-            return value
-        if len(self._seen) >= self._limit:
-            return "other"
-        self._seen.add(value)
-        return value
-
-
-LABELS_KEY = web.AppKey("check_app_labels", BoundedLabels)
 
 #: Header the web console sends so its changes are recorded as `console`.
 CLIENT_HEADER = "X-Optout-Client"

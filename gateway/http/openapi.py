@@ -26,7 +26,7 @@ _ERROR_TEXT = {
     409: "Conflicts with what exists.",
     413: "Request body too large.",
     422: "Well-formed but invalid: not a US/Canada number or short code, unknown SMS type, "
-    "value out of bounds.",
+    "value out of bounds, text holding a lone surrogate (code invalid_text).",
     503: "The store is unavailable; retry later.",
 }
 
@@ -103,6 +103,8 @@ def _operation(op: Operation) -> dict[str, Any]:
         statuses.add(403)
     if op.body is not None:
         statuses |= {400, 413}
+    if op.body is not None or (in_api and op.query.params):
+        statuses.add(422)  # text that is not Unicode scalar values (a lone surrogate)
     if op.access == "probe":
         statuses.add(401)  # when open_endpoints is off
     responses: dict[str, Any] = {str(op.ok_status): _success(op)}

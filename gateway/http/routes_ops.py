@@ -14,7 +14,7 @@ from aiohttp import web
 
 from gateway.http import schemas, views
 from gateway.http.auth import principal
-from gateway.http.context import LABELS_KEY, body, metrics, service
+from gateway.http.context import body, metrics, service
 from rules import numbers
 from rules.model import SmsType
 
@@ -28,12 +28,9 @@ async def check(request: web.Request) -> web.Response:
     decision = service(request).decide(app_id, sms_type, number)
     m = metrics(request)
     m.decision_seconds.observe(time.perf_counter() - started)
-    label = request.app[LABELS_KEY].admit(app_id)
-    if decision.in_scope:
-        verdict = "allowed" if decision.allowed else "blocked"
-        m.submit.labels(app_id=label, sms_type=sms_type.value, decision=verdict).inc()
-    else:
-        m.submit_out_of_scope.labels(app_id=label).inc()
+    # Counted apart from SMPP submits, and without the client's app_id as a
+    # label: nothing a caller sends becomes a label value (SPEC section 7).
+    m.check.labels("allowed" if decision.allowed else "blocked").inc()
     return web.json_response(views.decision(decision))
 
 

@@ -10,7 +10,10 @@ Status codes (SPEC section 4 and the API's error contract):
 * 400 - the request is malformed: not JSON, not an object, a field of the
   wrong type, an unknown or missing field, any bad query parameter;
 * 422 - well-formed but meaningless: a value outside its enum (an unknown
-  SMS type, match mode) or beyond a length bound.
+  SMS type, match mode) or beyond a length bound, or a string that is not
+  Unicode scalar values (JSON's "\\ud800" escape makes a lone surrogate,
+  which nothing downstream can encode: checked once here, for every body
+  and query string, so no handler ever sees one).
 
 Only the small subset of JSON Schema used here is interpreted: `type`
 (one or a list), `enum`, `minLength`, `maxLength`, `maxItems`, `items`,
@@ -29,6 +32,7 @@ from typing import Any
 from aiohttp import web
 
 from gateway.http.errors import ApiError, bad_request
+from rules.model import is_scalar_text
 
 __all__ = [
     "Body",
@@ -113,11 +117,43 @@ async def read_json(request: web.Request) -> Any:
     if not raw.strip():
         raise bad_request("A JSON request body is required.", "malformed_json")
     try:
-        return json.loads(raw, parse_constant=_refuse_constant)
+        data = json.loads(raw, parse_constant=_refuse_constant)
     except (ValueError, UnicodeDecodeError) as exc:
         raise bad_request(f"Request body is not valid JSON: {exc}", "malformed_json") from None
     except RecursionError:
         raise bad_request("Request body is nested too deeply.", "malformed_json") from None
+    where = _lone_surrogate(data)
+    if where is not None:
+        raise _not_unicode(where)
+    return data
+
+
+def _not_unicode(where: str) -> ApiError:
+    return ApiError(
+        422, "invalid_text",
+        f"{where} is not valid Unicode text (it holds a lone surrogate such as \\ud800).",
+    )
+
+
+def _lone_surrogate(data: Any) -> str | None:
+    """Where in decoded JSON a string (value or key) holds a lone surrogate,
+    as a person would name it ("field 'text'", "field 'opt_out[2]'"), or None.
+    Iterative, so a deeply nested body cannot exhaust the stack; the body is
+    already bounded by `client_max_size`."""
+    stack: list[tuple[Any, str]] = [(data, "")]
+    while stack:
+        value, path = stack.pop()
+        if isinstance(value, str):
+            if not is_scalar_text(value):
+                return f"Field '{path}'" if path else "The request body"
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                if not is_scalar_text(key):
+                    return f"A field name in '{path}'" if path else "A field name"
+                stack.append((item, f"{path}.{key}" if path else key))
+        elif isinstance(value, list):
+            stack.extend((item, f"{path}[{i}]") for i, item in enumerate(value))
+    return None
 
 
 def _refuse_constant(name: str) -> Any:
@@ -197,8 +233,11 @@ def parse_query(request: web.Request, spec: Query) -> dict[str, Any]:
     for key in request.query:
         if key not in by_name:
             allowed = ", ".join(sorted(by_name)) or "none"
-            raise bad_request(f"Unknown query parameter '{key}'. Allowed: {allowed}.", "bad_query")
+            raise bad_request(
+                f"Unknown query parameter {key[:40]!r}. Allowed: {allowed}.", "bad_query")
         values = request.query.getall(key)
+        if not all(is_scalar_text(v) for v in values):
+            raise _not_unicode(f"Query parameter '{key}'")
         if len(values) > 1:
             raise bad_request(f"Query parameter '{key}' given more than once.", "bad_query")
         out[key] = _query_value(by_name[key], values[0])
