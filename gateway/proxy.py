@@ -417,12 +417,20 @@ class ProxySession:
                               system_id)
             return
         password = bind.params.get("password", b"")
-        if account is not None and not await self._password_ok(
-            account, password if isinstance(password, bytes) else str(password).encode()
-        ):
-            self._bind_failed(header, CommandStatus.ESME_RINVPASWD, "bad_password", system_id)
-            return
+        password_ok = account is None or await self._password_ok(
+            account, password if isinstance(password, bytes) else str(password).encode())
         if self._closing:
+            return
+        # Again, whatever the password: binds sent at once on many connections
+        # all passed the first check while the others' failures were still
+        # being decided. Answering the later ones "locked" keeps a burst to
+        # the same number of informative guesses as a sequence.
+        if ctx.bind_guard.locked(self.source, system_id):
+            self._bind_failed(header, CommandStatus.ESME_RBINDFAIL, "locked_out", system_id,
+                              counts=False)
+            return
+        if not password_ok:
+            self._bind_failed(header, CommandStatus.ESME_RINVPASWD, "bad_password", system_id)
             return
         limit = account.max_binds if account is not None else DEFAULT_MAX_BINDS
         if ctx.binds.get(system_id, 0) >= limit:
@@ -441,6 +449,12 @@ class ProxySession:
         if upstream is None:
             self._bind_failed(header, CommandStatus.ESME_RBINDFAIL, "carrier_unavailable",
                               system_id, counts=False)
+            return
+        if ctx.bind_guard.locked(self.source, system_id):  # locked while we connected
+            self.upstream = None
+            upstream.close("pair locked out")
+            self._bind_failed(header, CommandStatus.ESME_RBINDFAIL, "locked_out", system_id,
+                              counts=False)
             return
         try:
             resp_header, resp = await asyncio.wait_for(upstream.request(raw),

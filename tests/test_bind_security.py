@@ -419,3 +419,23 @@ async def test_a_late_answer_to_a_timed_out_request_is_not_a_violation() -> None
         writer.close()
         server.close()
         await server.wait_closed()
+
+
+async def test_a_burst_of_guesses_on_many_connections_learns_no_more_than_five(
+    relay: Relay, carrier: CarrierSim
+) -> None:
+    """Ten binds sent at once on ten connections, the right password last:
+    the ones decided after the fifth failure are answered "locked", so the
+    right password is not confirmed."""
+    peers = [await relay.raw() for _ in range(10)]
+    passwords = [f"guess{i}" for i in range(9)] + ["acme-pw"]
+    for peer, password in zip(peers, passwords, strict=True):
+        await peer.send(codec.make_pdu(Command.BIND_TRANSCEIVER, system_id=b"acme",
+                                       password=password.encode(), interface_version=0x34))
+    statuses = [(await peer.read_command(Command.BIND_TRANSCEIVER_RESP)).command_status
+                for peer in peers]
+    assert statuses.count(CommandStatus.ESME_RINVPASWD) <= 6  # two hash checks run at once
+    assert statuses[-1] == CommandStatus.ESME_RBINDFAIL
+    assert carrier.bind_attempts == 0
+    for peer in peers:
+        assert await peer.closed()
