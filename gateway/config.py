@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from gateway.passwords import PasswordHashError, parse_hash
-from rules.model import SmsType, is_scalar_text
+from rules.model import InvalidValue, SmsType, is_scalar_text
+from rules.store import backend_for
 
 __all__ = [
     "MIN_TOKEN_CHARS",
@@ -377,8 +378,15 @@ def _validate(config: Config, source: str) -> None:
         if t.token in seen_tokens:
             raise bad(f"http.tokens[{i}].token", "is used twice")
         seen_tokens.add(t.token)
-    if not config.store.url.startswith("sqlite://"):
-        raise bad("store.url", f"must be a sqlite:// URL, got {config.store.url!r}")
+    try:
+        backend_for(config.store.url)
+    except InvalidValue:
+        # The URL is not echoed: a postgresql:// one carries a password.
+        raise bad(
+            "store.url",
+            "must be a sqlite:// or postgresql:// URL (sqlite:///path.db, "
+            "postgresql://user:password@host:port/database)",
+        ) from None
     seen_ids: set[str] = set()
     for i, a in enumerate(config.accounts):
         if a.default_sms_type not in types:

@@ -69,7 +69,8 @@ def test_spec_example_parses(tmp_path: Path) -> None:
         ("[[accounts]]\napp_id = '1'\n", "accounts[0].system_id is required"),
         ("[[accounts]]\nsystem_id = 'a'\napp_id = '1'\ndefault_sms_type = 'spam'\n",
          "accounts[0].default_sms_type"),
-        ("[store]\nurl = 'postgres://x'\n", "store.url must be a sqlite:// URL"),
+        ("[store]\nurl = 'mysql://x'\n", "store.url must be a sqlite:// or postgresql:// URL"),
+        ("[store]\nurl = 'sqlite:/x.db'\n", "store.url must be a sqlite:// or postgresql:// URL"),
         ("[smpp\n", "invalid TOML"),
     ],
 )
@@ -79,6 +80,22 @@ def test_bad_config_names_file_and_key(tmp_path: Path, text: str, expected: str)
         load_config(path)
     assert str(path) in str(info.value)
     assert expected in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "url", ["postgresql://optout:s3cret@db.example:5432/optout", "postgres://db.example/optout"]
+)
+def test_a_fleet_database_url_is_accepted(tmp_path: Path, url: str) -> None:
+    config = load_config(write(tmp_path, f"[store]\nurl = '{url}'\n"))
+    assert config.store.url == url
+
+
+def test_a_bad_store_url_is_not_echoed(tmp_path: Path) -> None:
+    # It may carry a database password: the error names the key, not the value.
+    path = write(tmp_path, "[store]\nurl = 'mysql://optout:s3cret@db/optout'\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert "s3cret" not in str(info.value)
 
 
 def test_cli_exits_2_with_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

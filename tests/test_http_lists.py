@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import io
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -18,6 +19,15 @@ from tests.http_fixtures import Api, assert_error  # noqa: E402
 pytest_plugins = ["tests.http_fixtures"]
 
 ADDR = "+14155550100"
+
+
+@pytest.fixture
+async def service(store_url: str) -> AsyncIterator[OptOutService]:
+    """Overrides tests/http_fixtures.py: the orders, the prefix search and the
+    reasons are SQL of each backend, so every test here runs on both."""
+    svc = await OptOutService.open(store_url)
+    yield svc
+    await svc.close()
 
 
 async def given_unsubscribed(api: Api, numbers: list[str], reason: str = "") -> None:

@@ -18,8 +18,8 @@ M = SmsType.MARKETING
 
 
 @pytest.fixture
-async def service(tmp_path: Path) -> AsyncIterator[OptOutService]:
-    svc = await OptOutService.open(f"sqlite:///{tmp_path}/io.db")
+async def service(store_url: str) -> AsyncIterator[OptOutService]:
+    svc = await OptOutService.open(store_url)
     await svc.create_address(TOLL_FREE)
     await svc.create_address(SHORT)
     yield svc
@@ -136,7 +136,7 @@ async def test_import_file_tolerates_an_excel_bom(service: OptOutService, tmp_pa
 async def test_large_import_spans_several_batches(
     service: OptOutService, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import rules.service as service_module
+    import rules.service.bulk as service_module
 
     monkeypatch.setattr(service_module, "IMPORT_BATCH", 100)
     lines = ["phone_number,inbound_address\n"] + [

@@ -13,6 +13,8 @@ import pytest
 from rules.mo import REASON_OPT_IN, REASON_OPT_OUT, REASON_REPEATED_OPT_OUT, plan_mo
 from rules.model import Action, Replies, SmsType, Source, Status, StoreUnavailable
 from rules.service import OptOutService, ProgramInfo
+from rules.store import backend_for
+from tests.stores import execute_raw
 
 REPLIES = Replies(opt_out="bye", opt_in="hi", help="help text")
 OFF = Replies(opt_out=None, opt_in=None, help=None)
@@ -67,8 +69,8 @@ def db_path(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-async def service(db_path: Path) -> AsyncIterator[OptOutService]:
-    svc = await OptOutService.open(f"sqlite:///{db_path}", program=ProgramInfo("Acme", "x"))
+async def service(store_url: str) -> AsyncIterator[OptOutService]:
+    svc = await OptOutService.open(store_url, program=ProgramInfo("Acme", "x"))
     await svc.create_address(TOLL_FREE)
     yield svc
     await svc.close()
@@ -167,16 +169,31 @@ async def test_custom_keywords_apply(service: OptOutService) -> None:
     assert (await service.handle_mo(TOLL_FREE, ALICE, "halt")).action is Action.OPT_OUT
 
 
+FAIL_OUTBOX = {
+    "sqlite": [
+        "CREATE TRIGGER fail_outbox BEFORE INSERT ON reply_outbox "
+        "BEGIN SELECT RAISE(ABORT, 'disk on fire'); END"
+    ],
+    "postgresql": [
+        "CREATE FUNCTION fail() RETURNS trigger LANGUAGE plpgsql AS "
+        "$$ BEGIN RAISE EXCEPTION 'disk on fire'; END $$",
+        "CREATE TRIGGER fail_outbox BEFORE INSERT ON reply_outbox "
+        "FOR EACH ROW EXECUTE FUNCTION fail()",
+    ],
+}
+UNFAIL_OUTBOX = {
+    "sqlite": ["DROP TRIGGER fail_outbox"],
+    "postgresql": ["DROP TRIGGER fail_outbox ON reply_outbox"],
+}
+
+
 async def test_store_failure_mid_transaction_changes_nothing(
-    service: OptOutService, db_path: Path
+    service: OptOutService, store_url: str
 ) -> None:
     # Another process makes the last write of the MO (the outbox row) fail,
     # after the unsubscription and the record were written.
-    with sqlite3.connect(db_path) as other:
-        other.execute(
-            "CREATE TRIGGER fail_outbox BEFORE INSERT ON reply_outbox "
-            "BEGIN SELECT RAISE(ABORT, 'disk on fire'); END"
-        )
+    backend = backend_for(store_url)
+    await execute_raw(store_url, *FAIL_OUTBOX[backend])
     with pytest.raises(StoreUnavailable, match="disk on fire"):
         await service.handle_mo(TOLL_FREE, ALICE, "STOP")
 
@@ -186,8 +203,7 @@ async def test_store_failure_mid_transaction_changes_nothing(
     assert await service.list_records() == ([], None)
     assert await service.pending_replies() == []
 
-    with sqlite3.connect(db_path) as other:
-        other.execute("DROP TRIGGER fail_outbox")
+    await execute_raw(store_url, *UNFAIL_OUTBOX[backend])
     outcome = await service.handle_mo(TOLL_FREE, ALICE, "STOP")  # the carrier redelivers
     assert outcome.reply is not None  # and the confirmation is owed exactly once
     assert not service.decide("app", M, ALICE).allowed
@@ -224,9 +240,9 @@ async def test_write_lock_held_elsewhere_is_store_unavailable(db_path: Path) -> 
         await svc2.close()
 
 
-async def test_deleted_database_file_refuses_to_acknowledge(
-    service: OptOutService, db_path: Path
-) -> None:
+async def test_deleted_database_file_refuses_to_acknowledge(db_path: Path) -> None:
+    service = await OptOutService.open(f"sqlite:///{db_path}")
+    await service.create_address(TOLL_FREE)
     # SQLite would happily commit into the unlinked file; those STOPs would
     # be gone at the next start, so they must not be acknowledged.
     db_path.unlink()
@@ -234,6 +250,7 @@ async def test_deleted_database_file_refuses_to_acknowledge(
         await service.handle_mo(TOLL_FREE, ALICE, "STOP")
     assert service.decide("app", M, ALICE).allowed
     assert not await service.ping()
+    await service.close()
 
 
 async def test_concurrent_stops_confirm_once(service: OptOutService) -> None:
@@ -254,8 +271,8 @@ async def test_huge_mo_text_is_bounded_in_the_record(service: OptOutService) -> 
     assert records[0].raw_text is not None and len(records[0].raw_text) <= 4096
 
 
-async def test_new_addresses_get_the_configured_match_mode(db_path: Path) -> None:
-    svc = await OptOutService.open(f"sqlite:///{db_path}", mo_match_default="exact")
+async def test_new_addresses_get_the_configured_match_mode(store_url: str) -> None:
+    svc = await OptOutService.open(store_url, mo_match_default="exact")
     try:
         await svc.create_address("+18885550100")
         assert (await svc.get_keywords("+18885550100")).match == "exact"

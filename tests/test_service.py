@@ -1,11 +1,11 @@
 """OptOutService admin operations: addresses, keywords, replies, rules,
-unsubscribing by hand, listings with cursors, the history, the outbox."""
+unsubscribing by hand, listings with cursors, the history, the outbox --
+on both store backends."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 
@@ -41,8 +41,9 @@ class Clock:
 
 
 @pytest.fixture
-def db_url(tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path}/optout.db"
+def db_url(store_url: str) -> str:
+    """Every test here runs on SQLite and on PostgreSQL (tests/conftest.py)."""
+    return store_url
 
 
 @pytest.fixture

@@ -1,16 +1,25 @@
-"""The SQLite store: URLs, migrations, durability settings, append-only
-records, and failures surfacing as StoreUnavailable."""
+"""The store backends: URLs, migrations, durability settings, append-only
+records, and failures surfacing as StoreUnavailable. Tests taking
+`store_url` run on SQLite and on PostgreSQL."""
 
 from __future__ import annotations
 
+import asyncio
+import socket
 import sqlite3
 from pathlib import Path
 
 import pytest
 
-from rules import migrations
 from rules.model import InvalidValue, Source, Status, StoreUnavailable
-from rules.store import RecordFilter, Store, UnsubRow, pack, parse_url
+from rules.store import RecordFilter, UnsubRow, backend_for, open_store, pack, parse_url
+from rules.store.migrations import postgres as pg_schema
+from rules.store.migrations import sqlite as sqlite_schema
+from rules.store.sqlite import SqliteStore
+from tests.stores import execute_raw
+
+Store = SqliteStore
+LATEST = {"sqlite": sqlite_schema.SCHEMA_VERSION, "postgresql": pg_schema.SCHEMA_VERSION}
 
 
 def url_for(path: Path) -> str:
@@ -37,10 +46,36 @@ def test_bad_urls_are_refused_clearly(url: str) -> None:
         parse_url(url)
 
 
+@pytest.mark.parametrize(
+    ("url", "backend"),
+    [
+        ("sqlite:///var/optout.db", "sqlite"),
+        ("postgresql://u:p@db.example:5432/optout", "postgresql"),
+        ("postgres://u:p@db.example/optout", "postgresql"),
+    ],
+)
+def test_each_url_scheme_picks_its_backend(url: str, backend: str) -> None:
+    assert backend_for(url) == backend
+
+
+@pytest.mark.parametrize("url", ["mysql://db/optout", "sqlite:/x.db", "x.db", ""])
+def test_unknown_schemes_are_refused_naming_both_forms(url: str) -> None:
+    with pytest.raises(InvalidValue, match="sqlite"):
+        backend_for(url)
+
+
+async def test_unreachable_postgresql_is_store_unavailable() -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # nothing listens here once closed
+    with pytest.raises(StoreUnavailable, match="cannot open store"):
+        await open_store(f"postgresql://u:p@127.0.0.1:{port}/optout")
+
+
 async def test_fresh_file_is_migrated_to_the_current_version(tmp_path: Path) -> None:
     store = await Store.open(url_for(tmp_path / "new.db"))
     try:
-        assert await store.schema_version() == migrations.SCHEMA_VERSION
+        assert await store.schema_version() == sqlite_schema.SCHEMA_VERSION
     finally:
         await store.close()
     with sqlite3.connect(tmp_path / "new.db") as conn:
@@ -50,18 +85,17 @@ async def test_fresh_file_is_migrated_to_the_current_version(tmp_path: Path) -> 
     assert mode == "wal"
 
 
-async def test_reopening_an_up_to_date_file_changes_nothing(tmp_path: Path) -> None:
-    db = tmp_path / "s.db"
-    store = await Store.open(url_for(db))
+async def test_reopening_an_up_to_date_store_changes_nothing(store_url: str) -> None:
+    store = await open_store(store_url)
     async with store.transaction() as tx:
         await tx.insert_unsubscription(
             UnsubRow(pack(14155550100, 1), 1, 14155550100, 1.0, Source.API)
         )
     await store.close()
 
-    again = await Store.open(url_for(db))
+    again = await open_store(store_url)
     try:
-        assert await again.schema_version() == migrations.SCHEMA_VERSION
+        assert await again.schema_version() == LATEST[backend_for(store_url)]
         assert list(await again.load_packed()) == [pack(14155550100, 1)]
     finally:
         await again.close()
@@ -70,9 +104,35 @@ async def test_reopening_an_up_to_date_file_changes_nothing(tmp_path: Path) -> N
 async def test_a_file_from_a_newer_version_is_refused(tmp_path: Path) -> None:
     db = tmp_path / "future.db"
     with sqlite3.connect(db) as conn:
-        conn.execute(f"PRAGMA user_version = {migrations.SCHEMA_VERSION + 1}")
+        conn.execute(f"PRAGMA user_version = {sqlite_schema.SCHEMA_VERSION + 1}")
     with pytest.raises(StoreUnavailable, match="not supported"):
         await Store.open(url_for(db))
+
+
+async def test_a_database_from_a_newer_version_is_refused(pg_url: str) -> None:
+    await execute_raw(
+        pg_url,
+        "CREATE TABLE schema_version (version integer NOT NULL)",
+        f"INSERT INTO schema_version VALUES ({pg_schema.SCHEMA_VERSION + 1})",
+    )
+    with pytest.raises(StoreUnavailable, match="not supported"):
+        await open_store(pg_url)
+
+
+async def test_sidecars_starting_together_migrate_an_empty_database_once(pg_url: str) -> None:
+    # Given eight sidecars opening the same empty database at the same moment
+    stores = await asyncio.gather(*(open_store(pg_url) for _ in range(8)))
+    try:
+        # then every one sees the current schema, built exactly once (a
+        # second run of the migration would have failed on CREATE TABLE).
+        versions = [await s.schema_version() for s in stores]
+        assert versions == [pg_schema.SCHEMA_VERSION] * 8
+        async with stores[0].reading() as tx:
+            rows = await tx._all("SELECT version FROM schema_version")
+        assert [tuple(r) for r in rows] == [(pg_schema.SCHEMA_VERSION,)]
+    finally:
+        for s in stores:
+            await s.close()
 
 
 async def test_memory_store_works(tmp_path: Path) -> None:
@@ -84,8 +144,8 @@ async def test_memory_store_works(tmp_path: Path) -> None:
         await store.close()
 
 
-async def test_records_cannot_be_rewritten_or_deleted(tmp_path: Path) -> None:
-    store = await Store.open(url_for(tmp_path / "s.db"))
+async def test_records_cannot_be_rewritten_or_deleted(store_url: str) -> None:
+    store = await open_store(store_url)
     try:
         async with store.transaction() as tx:
             await tx.insert_record(
@@ -102,7 +162,10 @@ async def test_records_cannot_be_rewritten_or_deleted(tmp_path: Path) -> None:
                     None,
                 )
             )
-        for statement in ("UPDATE record SET status = 'subscribed'", "DELETE FROM record"):
+        statements = ["UPDATE record SET status = 'subscribed'", "DELETE FROM record"]
+        if backend_for(store_url) == "postgresql":
+            statements.append("TRUNCATE record")
+        for statement in statements:
             with pytest.raises(StoreUnavailable, match="append-only"):
                 async with store.transaction() as tx:
                     await tx._run(statement)
@@ -110,8 +173,8 @@ async def test_records_cannot_be_rewritten_or_deleted(tmp_path: Path) -> None:
         await store.close()
 
 
-async def test_failure_inside_a_transaction_rolls_everything_back(tmp_path: Path) -> None:
-    store = await Store.open(url_for(tmp_path / "s.db"))
+async def test_failure_inside_a_transaction_rolls_everything_back(store_url: str) -> None:
+    store = await open_store(store_url)
     committed: list[str] = []
     try:
         with pytest.raises(StoreUnavailable):
@@ -126,8 +189,8 @@ async def test_failure_inside_a_transaction_rolls_everything_back(tmp_path: Path
         await store.close()
 
 
-async def test_closed_store_raises_store_unavailable(tmp_path: Path) -> None:
-    store = await Store.open(url_for(tmp_path / "s.db"))
+async def test_closed_store_raises_store_unavailable(store_url: str) -> None:
+    store = await open_store(store_url)
     await store.close()
     with pytest.raises(StoreUnavailable):
         async with store.reading():
@@ -161,11 +224,27 @@ async def test_unopenable_file_is_store_unavailable(tmp_path: Path) -> None:
         await Store.open(url_for(blocker / "s.db"))
 
 
+async def test_load_packed_on_every_backend(store_url: str) -> None:
+    store = await open_store(store_url)
+    values = [pack(k, a) for k in (14155550101, 14155550100, 16045550100, 2**34) for a in (2, 1)]
+    try:
+        assert len(await store.load_packed()) == 0
+        async with store.transaction() as tx:
+            await tx.insert_unsubscriptions(
+                UnsubRow(p, p & 0x7FFF, p >> 15, 1.0, Source.IMPORT) for p in values
+            )
+        loaded = await store.load_packed()
+        assert loaded.dtype.name == "int64"
+        assert list(loaded) == sorted(values)
+    finally:
+        await store.close()
+
+
 @pytest.mark.parametrize("chunk", [2, 5, 1 << 20])
 async def test_load_packed_returns_every_value_in_order(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, chunk: int
 ) -> None:
-    monkeypatch.setattr("rules.store._LOAD_CHUNK", chunk)
+    monkeypatch.setattr("rules.store.sqlite._LOAD_CHUNK", chunk)
     store = await Store.open(url_for(tmp_path / "s.db"))
     values = [pack(k, a) for k in (14155550101, 14155550100, 16045550100) for a in (2, 1)]
     try:
@@ -208,8 +287,8 @@ async def test_debug_logging_does_not_leak_numbers(
 
 
 @pytest.mark.parametrize("rows", [0, 1, 99, 100, 101, 250])
-async def test_multi_row_inserts_write_every_row(tmp_path: Path, rows: int) -> None:
-    store = await Store.open(url_for(tmp_path / "s.db"))
+async def test_multi_row_inserts_write_every_row(store_url: str, rows: int) -> None:
+    store = await open_store(store_url)
     try:
         async with store.transaction() as tx:
             await tx.insert_unsubscription_values(

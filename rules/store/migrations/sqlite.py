@@ -1,4 +1,4 @@
-"""The store's schema, as an ordered list of migrations.
+"""The SQLite schema, as an ordered list of migrations.
 
 Theory of operation
 -------------------
@@ -26,14 +26,14 @@ Tables
   UPDATE or DELETE so "records are never rewritten or lost" holds even
   against a careless future query.
 * `reply_outbox`: auto-replies waiting for (or done with) the carrier. Reply
-  state lives here, never in `record`.
+  state lives here, never in `record`. `claimed_by` / `claim_until`: the
+  process sending it and its lease (version 2).
+* `feed_head`, `changes` (version 2): the change feed, see `rules.store.base`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
-Migration = Sequence[str]
+from rules.store.migrations import Migration
 
 _V1: Migration = (
     """
@@ -109,22 +109,31 @@ _V1: Migration = (
     "CREATE INDEX reply_outbox_by_record ON reply_outbox (record_id)",
 )
 
-MIGRATIONS: tuple[Migration, ...] = (_V1,)
+_V2: Migration = (
+    # The change feed (`rules.store.base`, `rules.service.feed`): every
+    # committed change, in commit order, for every process on this file.
+    """
+    CREATE TABLE feed_head (
+        one INTEGER PRIMARY KEY CHECK (one = 1),
+        id INTEGER NOT NULL
+    )
+    """,
+    "INSERT INTO feed_head (one, id) VALUES (1, 0)",
+    """
+    CREATE TABLE changes (
+        id INTEGER PRIMARY KEY,
+        at REAL NOT NULL,
+        kind TEXT NOT NULL,
+        payload TEXT NOT NULL,
+        data BLOB
+    )
+    """,
+    # Outbox claims: which process is sending a reply, until when.
+    "ALTER TABLE reply_outbox ADD COLUMN claimed_by TEXT",
+    "ALTER TABLE reply_outbox ADD COLUMN claim_until REAL",
+)
+
+MIGRATIONS: tuple[Migration, ...] = (_V1, _V2)
 """`MIGRATIONS[i]` upgrades a schema at version `i` to version `i + 1`."""
 
 SCHEMA_VERSION = len(MIGRATIONS)
-
-
-def pending(current_version: int) -> list[tuple[int, Migration]]:
-    """The migrations to run on a file at `current_version`, as
-    (target version, statements), in order.
-
-    A file newer than this code (a downgrade) is refused: running old code on
-    a schema it does not know could silently drop opt-outs.
-    """
-    if current_version < 0 or current_version > SCHEMA_VERSION:
-        raise ValueError(
-            f"store schema version {current_version} is not supported by this "
-            f"version of optout-sidecar (knows 0..{SCHEMA_VERSION})"
-        )
-    return [(v + 1, MIGRATIONS[v]) for v in range(current_version, SCHEMA_VERSION)]

@@ -1,4 +1,4 @@
-"""The durable subscription store: SQLite through aiosqlite.
+"""The SQLite store backend (one host): aiosqlite, one file.
 
 Theory of operation
 -------------------
@@ -22,7 +22,8 @@ removed, connection closed) rolls the transaction back and surfaces as
 caller inside the block (Conflict, NotFound, ...) also roll back and
 propagate unchanged. Nothing is ever half-applied.
 
-The schema and its versions live in `rules.migrations`.
+The schema and its versions live in `rules.store.migrations.sqlite`; the
+interface this implements, and its guarantees, in `rules.store.base`.
 """
 
 from __future__ import annotations
@@ -30,14 +31,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-import json
 import logging
 import math
 import os
 import sqlite3
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
@@ -45,34 +44,29 @@ import aiosqlite
 import numpy as np
 import numpy.typing as npt
 
-from rules import migrations
-from rules.index import ADDRESS_BITS, MAX_ADDRESS_ID, pack
-from rules.model import (
-    Action,
-    InvalidValue,
-    Keywords,
-    MatchMode,
-    Record,
-    Reply,
-    SmsType,
-    Source,
-    Status,
-    StoreUnavailable,
+from rules.model import Action, InvalidValue, Record, Reply, Source, Status, StoreUnavailable
+from rules.store import migrations
+from rules.store.base import (
+    ADDRESS_COLUMNS,
+    RECORD_COLUMNS,
+    AddressRow,
+    RecordFilter,
+    RecordValues,
+    RuleRow,
+    UnsubRow,
+    UnsubValues,
+    address_from,
+    address_values,
+    keywords_json,
+    record_from,
+    reply_from,
+    types_from_json,
+    types_json,
+    unsub_from,
 )
-from rules.replies import ReplySettings
+from rules.store.migrations import sqlite as schema
 
-__all__ = [
-    "ADDRESS_ID_LIMIT",
-    "PACK_SHIFT",
-    "AddressRow",
-    "RecordFilter",
-    "RuleRow",
-    "Store",
-    "Tx",
-    "UnsubRow",
-    "pack",
-    "parse_url",
-]
+__all__ = ["SqliteStore", "SqliteTx", "parse_url"]
 
 log = logging.getLogger(__name__)
 
@@ -85,10 +79,6 @@ def _quiet_aiosqlite() -> None:
     if driver_log.level == logging.NOTSET:
         driver_log.setLevel(logging.INFO)
 
-
-PACK_SHIFT = ADDRESS_BITS
-ADDRESS_ID_LIMIT = MAX_ADDRESS_ID + 1
-"""Address ids are packed next to the number key in 15 bits (`rules.index`)."""
 
 _LOAD_CHUNK = 1 << 20
 _ROWS_PER_INSERT = 100
@@ -112,113 +102,7 @@ def parse_url(url: str) -> str:
     return rest[1:]  # "/rel.db" -> "rel.db", "//abs.db" -> "/abs.db"
 
 
-# --- row types ----------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class AddressRow:
-    id: int
-    address: str
-    description: str
-    keywords: Keywords
-    replies: ReplySettings
-    default_rule: frozenset[SmsType]
-    created_at: float
-
-
-@dataclass(frozen=True, slots=True)
-class RuleRow:
-    address_id: int
-    app_id: str
-    sms_types: frozenset[SmsType]
-
-
-@dataclass(frozen=True, slots=True)
-class UnsubRow:
-    packed: int
-    address_id: int
-    number_key: int
-    since: float
-    source: Source
-
-
-@dataclass(frozen=True, slots=True)
-class RecordFilter:
-    phone_number: str | None = None
-    inbound_address: str | None = None
-    since: float | None = None  # inclusive
-    until: float | None = None  # exclusive
-
-
-def _types_json(types: Iterable[SmsType]) -> str:
-    return json.dumps(sorted(t.value for t in types))
-
-
-def _types_from_json(data: str) -> frozenset[SmsType]:
-    return frozenset(SmsType(t) for t in json.loads(data))
-
-
-def _keywords_json(kw: Keywords) -> str:
-    return json.dumps({"opt_out": kw.opt_out, "opt_in": kw.opt_in, "help": kw.help})
-
-
-def _keywords_from(data: str, match_mode: str) -> Keywords:
-    raw = json.loads(data)
-    return Keywords(
-        opt_out=tuple(raw["opt_out"]),
-        opt_in=tuple(raw["opt_in"]),
-        help=tuple(raw["help"]),
-        match=MatchMode(match_mode),
-    )
-
-
-_ADDRESS_COLUMNS = (
-    "id, address, description, keywords, match_mode, replies, default_rule, created_at"
-)
-
-
-def _address_from(row: Any) -> AddressRow:
-    return AddressRow(
-        id=row[0],
-        address=row[1],
-        description=row[2],
-        keywords=_keywords_from(row[3], row[4]),
-        replies=ReplySettings.from_json(row[5]),
-        default_rule=_types_from_json(row[6]),
-        created_at=row[7],
-    )
-
-
-_RECORD_COLUMNS = (
-    "r.id, r.phone_number, r.inbound_address, r.status, r.source, r.at, r.reason, "
-    "r.actor, r.raw_text, r.keyword, r.carrier_ids, "
-    "EXISTS (SELECT 1 FROM reply_outbox o WHERE o.record_id = r.id AND o.sent_at IS NOT NULL)"
-)
-
-
-def _record_from(row: Any) -> Record:
-    return Record(
-        id=row[0],
-        phone_number=row[1],
-        inbound_address=row[2],
-        status=Status(row[3]),
-        source=Source(row[4]),
-        at=row[5],
-        reason=row[6],
-        actor=row[7],
-        raw_text=row[8],
-        keyword=row[9],
-        carrier_ids=row[10],
-        reply_sent=bool(row[11]),
-    )
-
-
-RecordValues = tuple[str, str, str, str, float, str, str | None, str | None, str | None, str | None]
-"""(phone_number, inbound_address, status, source, at, reason, actor,
-raw_text, keyword, carrier_ids): one row for `Tx.insert_record`."""
-
-
-class Tx:
+class SqliteTx:
     """Typed SQL helpers bound to one open transaction. Only valid inside the
     `async with` that produced it."""
 
@@ -246,28 +130,19 @@ class Tx:
     # --- inbound addresses ---
 
     async def addresses(self) -> list[AddressRow]:
-        rows = await self._all(f"SELECT {_ADDRESS_COLUMNS} FROM inbound_address ORDER BY id")
-        return [_address_from(r) for r in rows]
+        rows = await self._all(f"SELECT {ADDRESS_COLUMNS} FROM inbound_address ORDER BY id")
+        return [address_from(r) for r in rows]
 
     async def address(self, address_id: int) -> AddressRow | None:
         row = await self._one(
-            f"SELECT {_ADDRESS_COLUMNS} FROM inbound_address WHERE id = ?", (address_id,)
+            f"SELECT {ADDRESS_COLUMNS} FROM inbound_address WHERE id = ?", (address_id,)
         )
-        return None if row is None else _address_from(row)
+        return None if row is None else address_from(row)
 
     async def insert_address(self, row: AddressRow) -> None:
         await self._run(
-            f"INSERT INTO inbound_address ({_ADDRESS_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                row.id,
-                row.address,
-                row.description,
-                _keywords_json(row.keywords),
-                row.keywords.match.value,
-                row.replies.to_json(),
-                _types_json(row.default_rule),
-                row.created_at,
-            ),
+            f"INSERT INTO inbound_address ({ADDRESS_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            address_values(row),
         )
 
     async def update_address(self, row: AddressRow) -> None:
@@ -277,10 +152,10 @@ class Tx:
             "replies = ?, default_rule = ? WHERE id = ?",
             (
                 row.description,
-                _keywords_json(row.keywords),
+                keywords_json(row.keywords),
                 row.keywords.match.value,
                 row.replies.to_json(),
-                _types_json(row.default_rule),
+                types_json(row.default_rule),
                 row.id,
             ),
         )
@@ -299,18 +174,18 @@ class Tx:
         rows = await self._all(
             "SELECT address_id, app_id, sms_types FROM blocking_rule ORDER BY address_id, app_id"
         )
-        return [RuleRow(r[0], r[1], _types_from_json(r[2])) for r in rows]
+        return [RuleRow(r[0], r[1], types_from_json(r[2])) for r in rows]
 
     async def insert_rule(self, rule: RuleRow) -> None:
         await self._run(
             "INSERT INTO blocking_rule (address_id, app_id, sms_types) VALUES (?, ?, ?)",
-            (rule.address_id, rule.app_id, _types_json(rule.sms_types)),
+            (rule.address_id, rule.app_id, types_json(rule.sms_types)),
         )
 
     async def update_rule(self, rule: RuleRow) -> bool:
         changed, _ = await self._run(
             "UPDATE blocking_rule SET sms_types = ? WHERE address_id = ? AND app_id = ?",
-            (_types_json(rule.sms_types), rule.address_id, rule.app_id),
+            (types_json(rule.sms_types), rule.address_id, rule.app_id),
         )
         return changed > 0
 
@@ -329,7 +204,7 @@ class Tx:
             "WHERE packed = ?",
             (packed,),
         )
-        return None if row is None else UnsubRow(row[0], row[1], row[2], row[3], Source(row[4]))
+        return None if row is None else unsub_from(row)
 
     async def insert_unsubscription(self, row: UnsubRow) -> None:
         await self._run(
@@ -368,7 +243,7 @@ class Tx:
             )
 
     async def insert_unsubscription_values(
-        self, rows: Sequence[tuple[int, int, int, float, str]]
+        self, rows: Sequence[UnsubValues]
     ) -> None:
         """Bulk insert of (packed, address_id, number_key, since, source)."""
         await self._insert_many(
@@ -441,7 +316,7 @@ class Tx:
         sql += f" ORDER BY {ordering} LIMIT ?"
         params.append(limit)
         rows = await self._all(sql, params)
-        return [UnsubRow(r[0], r[1], r[2], r[3], Source(r[4])) for r in rows]
+        return [unsub_from(r) for r in rows]
 
     async def unsubscribe_reasons(
         self, pairs: Sequence[tuple[str, str]]
@@ -490,12 +365,12 @@ class Tx:
         if after is not None:
             where.append("r.id < ?" if newest_first else "r.id > ?")
             params.append(after)
-        sql = f"SELECT {_RECORD_COLUMNS} FROM record r"
+        sql = f"SELECT {RECORD_COLUMNS} FROM record r"
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY r.id DESC LIMIT ?" if newest_first else " ORDER BY r.id LIMIT ?"
         params.append(limit)
-        return [_record_from(r) for r in await self._all(sql, params)]
+        return [record_from(r) for r in await self._all(sql, params)]
 
     # --- reply outbox ---
 
@@ -523,7 +398,7 @@ class Tx:
             "WHERE sent_at IS NULL ORDER BY id LIMIT ?",
             (limit,),
         )
-        return [Reply(r[0], r[1], r[2], r[3], Action(r[4])) for r in rows]
+        return [reply_from(r) for r in rows]
 
     async def pending_reply_count(self) -> int:
         row = await self._one("SELECT COUNT(*) FROM reply_outbox WHERE sent_at IS NULL")
@@ -575,8 +450,10 @@ def _make_private(path: str) -> None:
         os.close(fd)
 
 
-class Store:
-    """The SQLite store. Open with `await Store.open(url)`."""
+class SqliteStore:
+    """The SQLite store. Open with `await SqliteStore.open(url)`."""
+
+    backend = "sqlite"
 
     def __init__(self, conn: aiosqlite.Connection, path: str) -> None:
         self._conn = conn
@@ -607,7 +484,7 @@ class Store:
         return self._path
 
     @classmethod
-    async def open(cls, url: str, *, busy_timeout_ms: int = 5000) -> Store:
+    async def open(cls, url: str, *, busy_timeout_ms: int = 5000) -> SqliteStore:
         """Opens (creating if needed) the store at `url`, switches on WAL and
         full fsync, and applies pending migrations in one transaction.
 
@@ -659,7 +536,7 @@ class Store:
                         row = await cur.fetchone()
                     current = int(row[0]) if row else 0
                     try:
-                        steps = migrations.pending(current)
+                        steps = migrations.pending(current, schema.MIGRATIONS)
                     except ValueError as exc:
                         raise StoreUnavailable(str(exc)) from exc
                     for version, statements in steps:
@@ -687,11 +564,11 @@ class Store:
             await self._conn.execute("ROLLBACK")
 
     @asynccontextmanager
-    async def _transaction(self, begin: str) -> AsyncIterator[Tx]:
+    async def _transaction(self, begin: str) -> AsyncIterator[SqliteTx]:
         if self._closed:
             raise StoreUnavailable("store is closed")
         async with self._lock:
-            tx = Tx(self._conn)
+            tx = SqliteTx(self._conn)
             try:
                 await self._conn.execute(begin)
             except BaseException as exc:
@@ -722,13 +599,13 @@ class Store:
             self._closed or str(exc) in ("no active connection", "Connection closed")
         )
 
-    def transaction(self) -> AbstractAsyncContextManager[Tx]:
+    def transaction(self) -> AbstractAsyncContextManager[SqliteTx]:
         """`async with store.transaction() as tx:` -- one write transaction
         (BEGIN IMMEDIATE: takes the write lock up front, so it cannot fail
         half-way on a lock upgrade)."""
         return self._transaction("BEGIN IMMEDIATE")
 
-    def reading(self) -> AbstractAsyncContextManager[Tx]:
+    def reading(self) -> AbstractAsyncContextManager[SqliteTx]:
         """`async with store.reading() as tx:` -- a consistent read."""
         return self._transaction("BEGIN")
 

@@ -1,0 +1,118 @@
+"""The one facade of the opt-out domain.
+
+The SMPP relay and the HTTP API both call this class and nothing below it,
+so a decision or an MO is handled by exactly one implementation.
+
+Theory of operation
+-------------------
+* **State.** The durable truth is the store (`rules.store`: SQLite for one
+  host, PostgreSQL for a fleet; this package does not know which). Two
+  in-memory copies serve the hot path without I/O: the `UnsubscribedIndex`
+  (which addresses each number is unsubscribed at; loaded in bulk at
+  start-up) and the address table (keywords, replies, blocking rules;
+  small). Both are changed only by `Tx.after_commit` callbacks, i.e. after
+  the store has durably committed, and before any other transaction can
+  start, so memory never shows a change the disk does not have -- and never
+  misses one for longer than the commit takes.
+* **Writes.** Every write method is one store transaction. It runs as a
+  shielded task: if the caller is cancelled half-way (an SMPP session
+  dropped), the transaction still either commits *and* updates memory, or
+  rolls back; it is never left with the disk and the index disagreeing.
+* **Decisions.** `decide` is synchronous: a dict/array look-up in the index
+  and, only for numbers that are unsubscribed somewhere, a pure evaluation
+  of the rules (`rules.decision`). Rule edits swap in a new `RuleBook`, so
+  they apply from the next send on.
+* **MOs.** `handle_mo` classifies the text with the address's keywords,
+  reads the current state inside the write transaction, and applies
+  `rules.mo.plan_mo`: state change + record + reply outbox row, one commit.
+* **Replies.** The outbox row is the reply. After a reply is committed the
+  service calls every listener registered with `add_reply_listener` (no
+  arguments) and sets `reply_queued`; the relay then drains
+  `pending_replies()` and calls `mark_reply_sent()`.
+
+Decisions an operator will notice
+---------------------------------
+* `unsubscribe` of a number already unsubscribed at that address raises
+  Conflict (HTTP 409): the operator learns it was already there, and no
+  misleading second record is written. `resubscribe` of a number that is not
+  unsubscribed raises NotFound.
+* Manual (API/console/import) changes never send a confirmation SMS;
+  confirmations answer the end user's own keyword.
+* Deleting an address deletes its rules and unsubscriptions without writing
+  per-number records (it is not a subscriber's status change); every
+  earlier record stays, naming the address by its string.
+* Records are filtered with `since` inclusive and `until` exclusive.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from types import MappingProxyType
+
+from rules.index import UnsubscribedIndex
+from rules.model import InvalidValue, MatchMode, SmsType
+from rules.replies import ProgramInfo
+from rules.service.addresses import AddressCommands
+from rules.service.bulk import BulkTransfer
+from rules.service.core import _DEFAULT_PROGRAM, MAX_PAGE, ImportReport, _Address
+from rules.service.subscribers import SubscriberCommands
+from rules.store import open_store
+
+__all__ = ["MAX_PAGE", "ImportReport", "OptOutService", "ProgramInfo"]
+
+log = logging.getLogger(__name__)
+
+
+class OptOutService(AddressCommands, SubscriberCommands, BulkTransfer):
+    """Open with `await OptOutService.open(url)`; close with `await close()`."""
+
+    @classmethod
+    async def open(
+        cls,
+        url: str,
+        *,
+        program: ProgramInfo = _DEFAULT_PROGRAM,
+        mo_match_default: str = "leading",
+        busy_timeout_ms: int = 5000,
+        clock: Callable[[], float] = time.time,
+    ) -> OptOutService:
+        """Open the store at `url` ("sqlite:///rel/path.db", "sqlite:////abs/path.db",
+        "sqlite://:memory:", "postgresql://user:password@host:port/db"), apply
+        migrations, load the in-memory index.
+
+        `mo_match_default` is the keyword match mode new addresses get.
+        `busy_timeout_ms` bounds how long a write waits for another process
+        holding the file (PostgreSQL: how long any statement may take);
+        `clock` (unix seconds) is injectable for tests.
+        """
+        try:
+            match_default = MatchMode(mo_match_default)
+        except ValueError:
+            raise InvalidValue(
+                f"mo_match_default must be 'leading' or 'exact', not {mo_match_default!r}"
+            ) from None
+        store = await open_store(url, busy_timeout_ms=busy_timeout_ms)
+        try:
+            async with store.reading() as tx:
+                rows = await tx.addresses()
+                rules = await tx.rules()
+            packed = await store.load_packed()
+            index = UnsubscribedIndex.from_sorted_pairs(packed)
+        except BaseException:
+            await store.close()
+            raise
+        by_id: dict[int, dict[str, frozenset[SmsType]]] = {r.id: {} for r in rows}
+        for rule in rules:
+            by_id.setdefault(rule.address_id, {})[rule.app_id] = rule.sms_types
+        addresses = [_Address(r, MappingProxyType(by_id[r.id])) for r in rows]
+        log.info("store opened: %d inbound addresses, %d unsubscriptions", len(rows), len(index))
+        return cls(
+            store,
+            index,
+            addresses,
+            program=program,
+            match_default=match_default,
+            clock=clock,
+        )

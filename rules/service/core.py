@@ -1,0 +1,330 @@
+"""The service's shared state and helpers: the in-memory copies of the
+store (the unsubscribed index, the addresses with their rules, the rule
+book), the validation of arguments, cursors, and the synchronous decision.
+The parts in `addresses`, `subscribers` and `bulk` build on `ServiceCore`;
+`rules.service.OptOutService` puts them together."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import logging
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Final, TypeVar
+
+from rules import decision, numbers
+from rules.index import UnsubscribedIndex
+from rules.model import (
+    BlockingRule,
+    Decision,
+    InboundAddress,
+    InvalidNumber,
+    InvalidValue,
+    MatchMode,
+    NotFound,
+    SmsType,
+    Source,
+    Unsubscription,
+    require_scalar_text,
+)
+from rules.replies import ProgramInfo
+from rules.store import AddressRow, Store, UnsubRow
+
+__all__ = ["MAX_PAGE", "ImportReport", "ServiceCore"]
+
+log = logging.getLogger(__name__)
+
+MAX_PAGE: Final = 1000
+"""Largest `limit` a listing accepts."""
+IMPORT_BATCH: Final = 50_000
+"""Rows per import transaction: big enough for executemany to shine, small
+enough that an MO waiting for the write lock waits well under a second."""
+MAX_IMPORT_ERRORS: Final = 10_000
+"""Bad rows listed in an `ImportReport` (all are counted)."""
+MAX_APP_ID_CHARS: Final = 64
+MAX_DESCRIPTION_CHARS: Final = 500
+MAX_RAW_TEXT_CHARS: Final = 4096
+"""MO text kept in a record: an SMS is at most ~1600 characters (ten
+segments); anything longer is cut so a hostile sender cannot grow the store."""
+MAX_CARRIER_IDS_CHARS: Final = 512
+_IMPORT_YIELD_ROWS: Final = 2000
+_IMPORT: Final = Source.IMPORT.value
+_RECORD_PAGE: Final = 1000
+_EXPORT_PAGE: Final = 5000
+
+T = TypeVar("T")
+
+_DEFAULT_PROGRAM: Final = ProgramInfo()
+
+
+@dataclass(frozen=True, slots=True)
+class ImportReport:
+    imported: int
+    skipped: int  # already unsubscribed (or repeated in the file)
+    errors: tuple[tuple[int, str], ...]  # (line number, message); first MAX_IMPORT_ERRORS
+    error_count: int = 0  # every bad row, also those beyond the list
+
+
+@dataclass(frozen=True, slots=True)
+class _Address:
+    """The in-memory copy of one inbound address and its rules."""
+
+    row: AddressRow
+    rules: MappingProxyType[str, frozenset[SmsType]] = field(
+        default_factory=lambda: MappingProxyType({})
+    )
+
+    @property
+    def id(self) -> int:
+        return self.row.id
+
+    @property
+    def address(self) -> str:
+        return self.row.address
+
+
+_ImportRow = tuple[int, int, int, "_Address", str, float | None]
+"""(packed, number key, line, address, phone number, since) of one good row."""
+
+
+_MAX_SQL_INT: Final = 1 << 63
+
+
+def _encode_cursor(kind: str, value: int) -> str:
+    return base64.urlsafe_b64encode(f"{kind}:{value}".encode()).decode().rstrip("=")
+
+
+def _decode_cursor(kind: str, cursor: str | None) -> int | None:
+    if cursor is None or cursor == "":
+        return None
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        text = base64.urlsafe_b64decode(padded.encode("ascii")).decode("ascii")
+        got_kind, _, value = text.partition(":")
+        if got_kind != kind:
+            raise ValueError(kind)
+        # Only what _encode_cursor makes: plain digits that fit a signed
+        # 64-bit integer (a bigger one would overflow in the query).
+        if not (value.isascii() and value.isdigit()) or len(value) > 19:
+            raise ValueError(value)
+        number = int(value)
+        if number >= _MAX_SQL_INT:
+            raise ValueError(value)
+        return number
+    except (ValueError, binascii.Error, UnicodeError):
+        raise InvalidValue("cursor is not one this listing returned") from None
+
+
+def _check_limit(limit: int) -> int:
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_PAGE:
+        raise InvalidValue(f"limit must be between 1 and {MAX_PAGE}")
+    return limit
+
+
+def _sms_types(values: Iterable[SmsType | str]) -> frozenset[SmsType]:
+    if isinstance(values, str):
+        raise InvalidValue("sms_types must be a list")
+    result: set[SmsType] = set()
+    for value in values:
+        try:
+            result.add(SmsType(value))
+        except ValueError:
+            allowed = ", ".join(t.value for t in SmsType)
+            raise InvalidValue(
+                f"unknown SMS type {str(value)[:32]!r} (expected {allowed})"
+            ) from None
+    return frozenset(result)
+
+
+def _app_id(app_id: str) -> str:
+    if not isinstance(app_id, str) or not app_id.strip():
+        raise InvalidValue("app_id must be a non-empty string")
+    app_id = require_scalar_text(app_id.strip(), "app_id")
+    if len(app_id) > MAX_APP_ID_CHARS or not app_id.isprintable():
+        raise InvalidValue(f"app_id must be at most {MAX_APP_ID_CHARS} printable characters")
+    return app_id
+
+
+def _description(text: str) -> str:
+    if not isinstance(text, str):
+        raise InvalidValue("description must be a string")
+    if len(text) > MAX_DESCRIPTION_CHARS:
+        raise InvalidValue(f"description is longer than {MAX_DESCRIPTION_CHARS} characters")
+    return require_scalar_text(text, "description")
+
+
+def _source(value: Source | str) -> Source:
+    try:
+        return Source(value)
+    except ValueError:
+        allowed = ", ".join(s.value for s in Source)
+        raise InvalidValue(f"source must be one of {allowed}") from None
+
+
+def _reason(text: str, default: str) -> str:
+    if not isinstance(text, str):
+        raise InvalidValue("reason must be a string")
+    if len(text) > MAX_DESCRIPTION_CHARS:
+        raise InvalidValue(f"reason is longer than {MAX_DESCRIPTION_CHARS} characters")
+    return require_scalar_text(text, "reason") or default
+
+
+class ServiceCore:
+    """State and helpers shared by the service's parts (`rules.service`)."""
+
+    def __init__(
+        self,
+        store: Store,
+        index: UnsubscribedIndex,
+        addresses: list[_Address],
+        *,
+        program: ProgramInfo,
+        match_default: MatchMode,
+        clock: Callable[[], float],
+    ) -> None:
+        self._store = store
+        self._index = index
+        self._program = program
+        self._match_default = match_default
+        self._clock = clock
+        self._by_address: dict[str, _Address] = {a.address: a for a in addresses}
+        self._by_id: dict[int, _Address] = {a.id: a for a in addresses}
+        self._book = decision.RuleBook()
+        self._rebuild_book()
+        self._listeners: list[Callable[[], object]] = []
+        self._tasks: set[asyncio.Task[object]] = set()
+        self.reply_queued = asyncio.Event()
+        """Set whenever a reply is committed to the outbox. A relay may
+        `await reply_queued.wait()` and `clear()` it before draining."""
+
+    # --- lifecycle ---
+
+    async def close(self) -> None:
+        """Waits for in-flight writes, then closes the store."""
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._store.close()
+
+    async def ping(self) -> bool:
+        """True when the store answers (for /readyz)."""
+        return await self._store.ping()
+
+    async def schema_version(self) -> int:
+        return await self._store.schema_version()
+
+    # --- helpers ---
+
+    async def _write(self, operation: Awaitable[T]) -> T:
+        """Runs a write to completion even if the caller is cancelled, so a
+        transaction is never abandoned between COMMIT and the memory update."""
+        task: asyncio.Task[T] = asyncio.ensure_future(operation)
+        self._tasks.add(task)
+        task.add_done_callback(self._write_done)
+        return await asyncio.shield(task)
+
+    def _write_done(self, task: asyncio.Task[T]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled():
+            task.exception()  # retrieved: the caller may have gone away
+
+    def _rebuild_book(self) -> None:
+        self._book = decision.RuleBook(
+            addresses=MappingProxyType({i: a.address for i, a in self._by_id.items()}),
+            rules=MappingProxyType({i: a.rules for i, a in self._by_id.items()}),
+            defaults=MappingProxyType({i: a.row.default_rule for i, a in self._by_id.items()}),
+        )
+
+    def _put(self, address: _Address) -> None:
+        """Installs a committed address (after_commit only)."""
+        self._by_address[address.address] = address
+        self._by_id[address.id] = address
+        self._rebuild_book()
+
+    def _lookup(self, raw: str) -> _Address | None:
+        try:
+            return self._by_address.get(numbers.normalize(raw))
+        except InvalidNumber:
+            return None
+
+    def _require(self, raw: str) -> _Address:
+        address = numbers.normalize(raw)
+        found = self._by_address.get(address)
+        if found is None:
+            raise NotFound(f"inbound address {address} does not exist")
+        return found
+
+    def _current(self, address: _Address) -> _Address:
+        """The address again, inside a transaction: it may have been deleted
+        or edited while the caller waited for the write lock."""
+        found = self._by_id.get(address.id)
+        if found is None or found.address != address.address:
+            raise NotFound(f"inbound address {address.address} does not exist")
+        return found
+
+    def _view(self, address: _Address) -> InboundAddress:
+        row = address.row
+        return InboundAddress(
+            address=row.address,
+            description=row.description,
+            keywords=row.keywords,
+            replies=row.replies.effective(self._program),
+            default_rule=row.default_rule,
+            rules=tuple(
+                BlockingRule(row.address, app, types)
+                for app, types in sorted(address.rules.items())
+            ),
+            created_at=row.created_at,
+        )
+
+    def _queued(self) -> None:
+        self.reply_queued.set()
+        for callback in list(self._listeners):
+            try:
+                callback()
+            except Exception:
+                log.exception("reply listener failed")
+
+    def add_reply_listener(self, callback: Callable[[], object]) -> Callable[[], None]:
+        """Calls `callback()` (no arguments, on the event loop) each time a
+        reply is committed to the outbox. Returns a function that removes it."""
+        self._listeners.append(callback)
+
+        def remove() -> None:
+            if callback in self._listeners:
+                self._listeners.remove(callback)
+
+        return remove
+
+    # --- the decision (synchronous, in memory, never touches the disk) ---
+
+    def decide(self, app_id: str, sms_type: SmsType, number: str) -> Decision:
+        """`number` is already normalised (rules.numbers.normalize / from_smpp)."""
+        try:
+            key = numbers.to_key(number)
+        except ValueError:
+            return decision.OUT_OF_SCOPE  # not a number we could ever store
+        hits = self._index.addresses_of(key)
+        if hits:
+            # Only in-scope numbers are ever stored, so a hit skips the scope
+            # check (a phonenumbers region look-up for an uncached number).
+            return decision.decide(hits, app_id, sms_type, self._book)
+        if not numbers.in_scope(number):
+            return decision.OUT_OF_SCOPE
+        return decision.ALLOWED
+
+    def _lookup_strict(self, raw: str) -> _Address | None:
+        return self._by_address.get(numbers.normalize(raw))
+
+    def _unsubscription(self, row: UnsubRow) -> Unsubscription | None:
+        address = self._by_id.get(row.address_id)
+        if address is None:
+            return None
+        return Unsubscription(
+            phone_number=numbers.from_key(row.number_key),
+            inbound_address=address.address,
+            since=row.since,
+            source=row.source,
+        )

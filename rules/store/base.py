@@ -1,0 +1,305 @@
+"""What every store backend offers: the row types and the `Store` / `Tx`
+interfaces the service layer is written against.
+
+Theory of operation
+-------------------
+The durable truth lives in a store: one SQLite file (`rules.store.sqlite`)
+for one host, or one PostgreSQL database (`rules.store.postgres`) shared by
+a fleet. Nothing above `rules.store` knows which one runs: the service asks
+`rules.store.open_store(url)` for a `Store` and only ever talks to it
+through the methods declared here.
+
+* **Transactions.** Every operation runs in `Store.transaction()` (a write)
+  or `Store.reading()` (a consistent read), each handing out a `Tx` with
+  typed helpers. Write transactions are serialised: per process by a lock,
+  and across processes by the database (SQLite's write lock; on PostgreSQL a
+  row lock on the one-row `feed_head` table taken first). One write method
+  of the service = one transaction, with no other writer in between -- the
+  same guarantee on both backends, so the service's read-then-write logic
+  (is this number already unsubscribed?) is race-free on both.
+* **After commit.** `Tx.after_commit` callbacks run once COMMIT returned and
+  before the next local write transaction starts, so memory never shows a
+  change the database does not have.
+* **Failures.** Any database error (disk full, lock timeout, connection
+  lost, server down) rolls back and surfaces as `model.StoreUnavailable`
+  with the cause chained. Domain errors raised by the caller inside the
+  block (Conflict, NotFound, ...) roll back and propagate unchanged.
+* **Records are append-only** in the database itself (triggers on both
+  backends), not only by convention in this code.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Sequence
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from rules.index import ADDRESS_BITS, MAX_ADDRESS_ID, pack
+from rules.model import Action, Keywords, MatchMode, Record, Reply, SmsType, Source, Status
+from rules.replies import ReplySettings
+
+__all__ = [
+    "ADDRESS_ID_LIMIT",
+    "PACK_SHIFT",
+    "AddressRow",
+    "RecordFilter",
+    "RecordValues",
+    "RuleRow",
+    "Store",
+    "Tx",
+    "UnsubRow",
+    "pack",
+]
+
+PACK_SHIFT = ADDRESS_BITS
+ADDRESS_ID_LIMIT = MAX_ADDRESS_ID + 1
+"""Address ids are packed next to the number key in 15 bits (`rules.index`)."""
+
+
+# --- row types ----------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class AddressRow:
+    id: int
+    address: str
+    description: str
+    keywords: Keywords
+    replies: ReplySettings
+    default_rule: frozenset[SmsType]
+    created_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class RuleRow:
+    address_id: int
+    app_id: str
+    sms_types: frozenset[SmsType]
+
+
+@dataclass(frozen=True, slots=True)
+class UnsubRow:
+    packed: int
+    address_id: int
+    number_key: int
+    since: float
+    source: Source
+
+
+@dataclass(frozen=True, slots=True)
+class RecordFilter:
+    phone_number: str | None = None
+    inbound_address: str | None = None
+    since: float | None = None  # inclusive
+    until: float | None = None  # exclusive
+
+
+RecordValues = tuple[str, str, str, str, float, str, str | None, str | None, str | None, str | None]
+"""(phone_number, inbound_address, status, source, at, reason, actor,
+raw_text, keyword, carrier_ids): one row for `Tx.insert_record`."""
+
+UnsubValues = tuple[int, int, int, float, str]
+"""(packed, address_id, number_key, since, source) for bulk inserts."""
+
+
+# --- column codecs shared by the backends (both keep JSON in text columns) -------
+
+
+def types_json(types: Iterable[SmsType]) -> str:
+    return json.dumps(sorted(t.value for t in types))
+
+
+def types_from_json(data: str) -> frozenset[SmsType]:
+    return frozenset(SmsType(t) for t in json.loads(data))
+
+
+def keywords_json(kw: Keywords) -> str:
+    return json.dumps({"opt_out": kw.opt_out, "opt_in": kw.opt_in, "help": kw.help})
+
+
+def keywords_from(data: str, match_mode: str) -> Keywords:
+    raw = json.loads(data)
+    return Keywords(
+        opt_out=tuple(raw["opt_out"]),
+        opt_in=tuple(raw["opt_in"]),
+        help=tuple(raw["help"]),
+        match=MatchMode(match_mode),
+    )
+
+
+ADDRESS_COLUMNS = (
+    "id, address, description, keywords, match_mode, replies, default_rule, created_at"
+)
+
+
+def address_values(row: AddressRow) -> tuple[Any, ...]:
+    """`row` in `ADDRESS_COLUMNS` order."""
+    return (
+        row.id,
+        row.address,
+        row.description,
+        keywords_json(row.keywords),
+        row.keywords.match.value,
+        row.replies.to_json(),
+        types_json(row.default_rule),
+        row.created_at,
+    )
+
+
+def address_from(row: Sequence[Any]) -> AddressRow:
+    return AddressRow(
+        id=row[0],
+        address=row[1],
+        description=row[2],
+        keywords=keywords_from(row[3], row[4]),
+        replies=ReplySettings.from_json(row[5]),
+        default_rule=types_from_json(row[6]),
+        created_at=row[7],
+    )
+
+
+RECORD_COLUMNS = (
+    "r.id, r.phone_number, r.inbound_address, r.status, r.source, r.at, r.reason, "
+    "r.actor, r.raw_text, r.keyword, r.carrier_ids, "
+    "EXISTS (SELECT 1 FROM reply_outbox o WHERE o.record_id = r.id AND o.sent_at IS NOT NULL)"
+)
+
+
+def record_from(row: Sequence[Any]) -> Record:
+    return Record(
+        id=row[0],
+        phone_number=row[1],
+        inbound_address=row[2],
+        status=Status(row[3]),
+        source=Source(row[4]),
+        at=row[5],
+        reason=row[6],
+        actor=row[7],
+        raw_text=row[8],
+        keyword=row[9],
+        carrier_ids=row[10],
+        reply_sent=bool(row[11]),
+    )
+
+
+def reply_from(row: Sequence[Any]) -> Reply:
+    return Reply(row[0], row[1], row[2], row[3], Action(row[4]))
+
+
+def unsub_from(row: Sequence[Any]) -> UnsubRow:
+    return UnsubRow(row[0], row[1], row[2], row[3], Source(row[4]))
+
+
+# --- the interfaces ---------------------------------------------------------------
+
+
+class Tx(Protocol):
+    """Typed helpers bound to one open transaction. Only valid inside the
+    `async with` that produced it."""
+
+    def after_commit(self, callback: Callable[[], object]) -> None:
+        """Run `callback` once COMMIT has succeeded (never on rollback)."""
+
+    # inbound addresses
+    async def addresses(self) -> list[AddressRow]: ...
+    async def address(self, address_id: int) -> AddressRow | None: ...
+    async def insert_address(self, row: AddressRow) -> None: ...
+    async def update_address(self, row: AddressRow) -> None:
+        """Rewrites the editable columns of address `row.id`."""
+
+    async def delete_address(self, address_id: int) -> int:
+        """Deletes the address, its rules and its unsubscriptions (never
+        records). Returns how many unsubscriptions went with it."""
+
+    # blocking rules
+    async def rules(self) -> list[RuleRow]: ...
+    async def insert_rule(self, rule: RuleRow) -> None: ...
+    async def update_rule(self, rule: RuleRow) -> bool: ...
+    async def delete_rule(self, address_id: int, app_id: str) -> bool: ...
+
+    # unsubscriptions
+    async def unsubscription(self, packed: int) -> UnsubRow | None: ...
+    async def insert_unsubscription(self, row: UnsubRow) -> None: ...
+    async def insert_unsubscriptions(self, rows: Iterable[UnsubRow]) -> None: ...
+    async def insert_unsubscription_values(self, rows: Sequence[UnsubValues]) -> None:
+        """Bulk insert of (packed, address_id, number_key, since, source)."""
+
+    async def insert_import_records(
+        self, rows: Sequence[tuple[str, str]], *, at: float, actor: str | None
+    ) -> None:
+        """Bulk insert of "unsubscribed by import" records for (phone number,
+        inbound address) pairs, all at `at` by `actor`."""
+
+    async def delete_unsubscription(self, packed: int) -> bool: ...
+    async def unsubscriptions(
+        self,
+        *,
+        address_id: int | None,
+        packed_range: tuple[int, int] | None,
+        after: int | None,
+        limit: int,
+        order: str = "number",
+        after_since: float | None = None,
+    ) -> list[UnsubRow]:
+        """Unsubscriptions after the keyset cursor, in `order`: "number"
+        (`packed`: number, then address; cursor `after`), "newest" or
+        "oldest" (by `since`, ties by `packed`; cursor (`after_since`,
+        `after`)). `packed_range` is [lo, hi) (a number or a number prefix)."""
+
+    async def unsubscribe_reasons(
+        self, pairs: Sequence[tuple[str, str]]
+    ) -> dict[tuple[str, str], str]:
+        """The reason of the latest "unsubscribed" record of each (number,
+        address) pair: why the number is on the list now."""
+
+    # records (append-only)
+    async def insert_record(self, values: RecordValues) -> int: ...
+    async def records(
+        self, flt: RecordFilter, *, after: int | None, limit: int, newest_first: bool = False
+    ) -> list[Record]: ...
+
+    # reply outbox
+    async def insert_reply(
+        self,
+        *,
+        record_id: int | None,
+        source_addr: str,
+        destination_addr: str,
+        text: str,
+        action: Action,
+        created_at: float,
+    ) -> int: ...
+    async def pending_replies(self, limit: int) -> list[Reply]: ...
+    async def pending_reply_count(self) -> int: ...
+    async def reply_exists(self, reply_id: int) -> bool: ...
+    async def mark_reply_sent(self, reply_id: int, message_id: str | None, at: float) -> bool: ...
+
+
+class Store(Protocol):
+    """A durable store. Open one with `rules.store.open_store(url)`."""
+
+    @property
+    def backend(self) -> str:
+        """"sqlite" or "postgresql" (for logs and metrics labels only)."""
+
+    def transaction(self) -> AbstractAsyncContextManager[Tx]:
+        """`async with store.transaction() as tx:` -- one write transaction,
+        serialised with every other writer (see the module docstring)."""
+
+    def reading(self) -> AbstractAsyncContextManager[Tx]:
+        """`async with store.reading() as tx:` -- a consistent read."""
+
+    async def load_packed(self) -> npt.NDArray[np.int64]:
+        """Every `unsubscribed.packed` value, ascending, as one int64 array:
+        the in-memory index's bulk-load input (seconds for ten million)."""
+
+    async def ping(self) -> bool:
+        """True when a trivial query round-trips."""
+
+    async def schema_version(self) -> int: ...
+    async def close(self) -> None: ...
