@@ -81,6 +81,11 @@ class SimConfig:
     #: Non-zero: answer every submit with this status (e.g. 0x58 throttled) and
     #: no message_id; the submit is still recorded.
     submit_status: int = 0
+    #: Seconds before each submit is answered (the session keeps reading
+    #: meanwhile), like a slow carrier with a full window in flight.
+    submit_delay: float = 0.0
+    #: Non-zero: refuse every bind with this status (e.g. 0x0D bind failed).
+    bind_status: int = 0
     response_timeout: float = 5.0  # how long to wait for a deliver_sm_resp / unbind_resp
     #: Submits kept in ``received`` (later ones are still counted and answered),
     #: so a benchmark can use the simulator as a sink without growing memory.
@@ -217,7 +222,8 @@ class _Session:
     async def _on_bind(self, pdu: Pdu) -> None:
         self.sim.bind_attempts += 1
         system_id = pdu.get_str("system_id")
-        status = self.sim.check_credentials(system_id, pdu.get_str("password"))
+        status = self.sim.config.bind_status or self.sim.check_credentials(
+            system_id, pdu.get_str("password"))
         if status != S.ESME_ROK:
             logs.event(log, "sim.bind_refused", logging.INFO, peer=self.peer,
                        system_id=system_id, status=status_name(status))
@@ -244,10 +250,15 @@ class _Session:
         if not config.answer_submits:
             return
         if config.submit_status:
-            self._respond(Pdu(pdu.command_id | RESPONSE_BIT, config.submit_status,
-                              pdu.sequence_number))
+            resp = Pdu(pdu.command_id | RESPONSE_BIT, config.submit_status, pdu.sequence_number)
+        else:
+            resp = response_for(pdu, message_id=message_id.encode("ascii"))
+        if config.submit_delay > 0:
+            asyncio.get_running_loop().call_later(config.submit_delay, self._respond, resp)
+        else:
+            self._respond(resp)
+        if config.submit_status:
             return
-        self._respond(response_for(pdu, message_id=message_id.encode("ascii")))
         wants_receipt = pdu.get_int("registered_delivery") & 0x01
         if self.sim.config.receipts and wants_receipt and pdu.command is not C.SUBMIT_MULTI:
             self.sim._spawn(self.sim._receipt_for(pdu, message_id, self.system_id))

@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import dataclasses
 import getpass
+import logging
 import secrets
 import signal
 import sys
@@ -33,6 +34,7 @@ from gateway.config import (
 )
 
 EXIT_CONFIG = 2
+log = logging.getLogger("optout.cli")
 DEMO_INBOUND = "+18005550100"
 
 
@@ -151,8 +153,18 @@ async def _serve(config: Config, token: str | None) -> int:
     sidecar = Sidecar(config)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+
+    def on_signal() -> None:
+        if stop.is_set():
+            sidecar.hurry()  # a second signal: do not wait for the drain
+        stop.set()
+
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, on_signal)
+    # SIGUSR1 logs one `stats` line (tasks, sessions, outstanding requests):
+    # how an operator, or the fault suite, checks for leaks in a live process.
+    loop.add_signal_handler(signal.SIGUSR1,
+                            lambda: logs.event(log, "stats", **sidecar.stats()))
     try:
         addrs = await sidecar.start()
     except OSError as exc:
@@ -183,7 +195,7 @@ async def _serve(config: Config, token: str | None) -> int:
     lines.append("Stop with Ctrl-C.")
     print("\n".join(lines), flush=True)
     await stop.wait()
-    await sidecar.stop()
+    await sidecar.stop(config.smpp.drain_timeout)
     return 0
 
 

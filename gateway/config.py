@@ -90,6 +90,8 @@ class SmppConfig:
     response_timeout: float = 30.0
     enquire_link_interval: float = 30.0
     bind_timeout: float = 10.0
+    # SIGTERM: seconds to wait for outstanding work before closing (0 = close at once).
+    drain_timeout: float = 10.0
     allow_unknown_accounts: bool = False
     forward_mo: bool = True
     # Status answered for a blocked submit: permanent by design (NOTES 2).
@@ -338,6 +340,8 @@ def _validate(config: Config, source: str) -> None:
     for key in ("response_timeout", "enquire_link_interval", "bind_timeout"):
         if getattr(s, key) <= 0:
             raise bad(f"smpp.{key}", "must be a positive number of seconds")
+    if not 0 <= s.drain_timeout <= 3600:
+        raise bad("smpp.drain_timeout", "must be between 0 and 3600 seconds")
     if s.blocked_mode not in ("reject", "receipt"):
         raise bad("smpp.blocked_mode", f'must be "reject" or "receipt", got {s.blocked_mode!r}')
     if s.blocked_status in (0, 0x08, 0x14, 0x58, 0x64) or not 0 < s.blocked_status <= 0xFFFFFFFF:

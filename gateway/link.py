@@ -285,6 +285,14 @@ class Link(asyncio.Protocol):
             seq = next(self._seq)
         return seq
 
+    def fail_pending(self) -> None:
+        """Give up on every outstanding request now, leaving the leg open: each
+        callback gets `(None, None)` as on a timeout, so the owner can still
+        answer the other side (a drain that ran out of time hands work back)."""
+        pending, self._pending = self._pending, {}
+        for p in pending.values():
+            p[2](None, None)
+
     def close(self, reason: str) -> None:
         """Close now; outstanding callbacks get `(None, None)`."""
         if self.transport is not None and not self._is_closed:
@@ -444,7 +452,11 @@ class Link(asyncio.Protocol):
 
     def _arm_timer(self) -> None:
         loop = asyncio.get_running_loop()
-        interval = min(1.0, self.settings.enquire_link_interval, self.settings.response_timeout)
+        # A tenth of the response timeout (at most 1 s): a request is answered
+        # at most that much after its deadline (with a tick equal to the
+        # timeout, a 1 s timeout fired after up to 2 s).
+        interval = min(1.0, self.settings.enquire_link_interval,
+                       self.settings.response_timeout / 10)
         self._timer = loop.call_later(interval, self._tick)
 
     def _tick(self) -> None:

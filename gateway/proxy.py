@@ -198,6 +198,9 @@ class RelayContext:
     hash_checks: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(2))
     # Log lines for refusals a client can repeat at will.
     log_throttle: logs.Throttle = field(default_factory=logs.Throttle)
+    # Every sender session whose connection is open, bound or not: a drain
+    # reaches all of them.
+    live: set[ProxySession] = field(default_factory=set)
 
     def __post_init__(self) -> None:
         smpp = self.config.smpp
@@ -212,6 +215,28 @@ class RelayContext:
     def connections(self) -> int:
         """Sender connections open now, bound or not."""
         return self.admission.total
+
+
+class DrainDeadline:
+    """When a graceful stop (SIGTERM) must be over. Shared by every session so a
+    second signal can cut them all short at once (`hurry`)."""
+
+    def __init__(self, seconds: float) -> None:
+        self._loop = asyncio.get_running_loop()
+        self.deadline = self._loop.time() + max(0.0, seconds)
+
+    def remaining(self) -> float:
+        return max(0.0, self.deadline - self._loop.time())
+
+    def expired(self) -> bool:
+        return self._loop.time() >= self.deadline
+
+    def hurry(self) -> None:
+        self.deadline = self._loop.time()
+
+
+#: How often a drain looks at what is still outstanding.
+_DRAIN_POLL = 0.02
 
 
 # --- one sender <-> carrier pair ---------------------------------------------------
@@ -240,11 +265,13 @@ class ProxySession:
         self._refused = False  # closed on arrival by a connection limit
         self._binding = False
         self._closing = False
+        self._draining = False
         self._tasks: set[asyncio.Task[None]] = set()
         self._bind_deadline = asyncio.get_running_loop().call_later(
             smpp.bind_timeout, self._bind_timed_out
         )
         self.sender.on_connect = self._connected
+        ctx.live.add(self)
 
     @property
     def is_bound(self) -> bool:
@@ -267,6 +294,7 @@ class ProxySession:
     def link_closed(self, link: Link, reason: str) -> None:
         if link is self.sender:
             self.ctx.admission.release(self)
+            self.ctx.live.discard(self)
             if self._refused:
                 self._bind_deadline.cancel()
                 return  # logged (throttled) when it was refused
@@ -274,12 +302,20 @@ class ProxySession:
             return  # the leg of a bind the carrier refused (the sender's is closing too)
         side = "sender" if link is self.sender else "upstream"
         logs.event(log, "leg_closed", side=side, system_id=self.system_id, reason=reason)
+        if self._draining and link is self.sender:
+            return  # drain() still unbinds the carrier leg politely, then closes
         self._close(f"{side} leg closed: {reason}")
 
     # --- sender -> carrier -----------------------------------------------------
 
     def _from_sender(self, header: Header, raw: bytes) -> None:
         cmd = header.command_id
+        if self._draining and cmd != Command.UNBIND:
+            # We asked the sender to unbind: a request sent anyway is handed
+            # back with a temporary status (senders retry 0x08), never 0x04,
+            # which some treat as final.
+            self._reject(self.sender, header, CommandStatus.ESME_RSYSERR)
+            return
         try:
             self.state.receive(cmd)
         except SmppError as exc:
@@ -322,6 +358,11 @@ class ProxySession:
         if cmd == Command.UNBIND:
             self._start_task(self._unbind_from(self.upstream, header))
         elif cmd in (Command.DELIVER_SM, Command.DATA_SM):
+            if self._draining:
+                # Handed back untouched (0x64: the carrier redelivers later, to
+                # whichever sidecar is up then): nothing is half done.
+                self.upstream.answer(header, CommandStatus.ESME_RX_T_APPN)
+                return
             self._start_task(self._deliver(header, raw))
         elif cmd == Command.OUTBIND:
             # Outbind asks an ESME to bind; our upstream sessions are already bound.
@@ -560,6 +601,43 @@ class ProxySession:
         link.answer(header, CommandStatus.ESME_ROK)
         self._close("unbind")
 
+    async def drain(self, drain: DrainDeadline) -> None:
+        """Stop gracefully (SIGTERM): ask the sender to unbind, let the work in
+        flight finish until the deadline (the carrier's answers to submits, the
+        sender's to MOs, MOs being committed), hand back whatever is still
+        outstanding with a temporary status, unbind the carrier leg, close.
+
+        Requests arriving meanwhile are handed back at once: the sender's with
+        0x08, the carrier's deliver_sm with 0x64, so each retries later."""
+        if self.bind_type is None or self._closing:
+            self._close("sidecar stopping")
+            return
+        self._draining = True
+        sender, upstream = self.sender, self.upstream
+        logs.event(log, "draining", system_id=self.system_id,
+                   submits_outstanding=upstream.outstanding if upstream else 0,
+                   delivers_outstanding=sender.outstanding)
+        unbind_sent = sender.request(encode_simple(Command.UNBIND, 0, 0))
+        while not drain.expired() and not sender.closed.done():
+            if upstream is None or upstream.closed.done():
+                break
+            to_sender = sender.outstanding - (0 if unbind_sent.done() else 1)
+            if not upstream.outstanding and to_sender <= 0 and not self._tasks:
+                break
+            await asyncio.sleep(_DRAIN_POLL)
+        handed_back = ((upstream.outstanding if upstream else 0) + sender.outstanding
+                       - (0 if unbind_sent.done() else 1))
+        if upstream is not None:
+            upstream.fail_pending()  # the sender gets 0x08 for each submit
+        sender.fail_pending()  # the carrier gets 0x08 for each MO not yet answered
+        if upstream is not None and not upstream.closed.done():
+            unbound = upstream.request(encode_simple(Command.UNBIND, 0, 0))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(unbound, drain.remaining())
+        logs.event(log, "drained", system_id=self.system_id, handed_back=handed_back,
+                   sender_unbound=unbind_sent.done() and unbind_sent.result()[0] is not None)
+        self._close("sidecar stopping")
+
     def _connected(self, link: Link) -> None:
         """The sender's connection is made: check it against the per-source
         pools, and close it (or make room for it) as `Admission` says."""
@@ -701,6 +779,7 @@ __all__ = [
     "FORWARD",
     "Answer",
     "Deliver",
+    "DrainDeadline",
     "Enforcer",
     "Forward",
     "PassThrough",

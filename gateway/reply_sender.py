@@ -20,10 +20,10 @@ import time
 
 from gateway import logs
 from gateway.link import Link
-from gateway.proxy import RelayContext, connect_upstream, response_body
+from gateway.proxy import DrainDeadline, RelayContext, connect_upstream, response_body
 from gateway.smpp import pdu as pdu_codec
 from gateway.smpp.constants import Command, CommandStatus
-from gateway.smpp.framing import Header
+from gateway.smpp.framing import Header, encode_simple
 from gateway.smpp.text import encode_reply_text
 from rules.model import Reply
 from rules.service import OptOutService
@@ -32,6 +32,7 @@ log = logging.getLogger("optout.replies")
 
 _RETRY_SECONDS = 2.0
 _PROBE_SECONDS = 2.0
+_DRAIN_POLL = 0.05
 
 
 def reply_submit(reply: Reply) -> bytes:
@@ -166,13 +167,34 @@ class ReplySender:
         self.ctx.sessions.on_upstream_change.append(self._wake.set)
         self._task = asyncio.create_task(self._run())
 
-    async def stop(self) -> None:
+    async def drain(self, drain: DrainDeadline) -> None:
+        """Stop gracefully: let the confirmations in flight and in the outbox go
+        out while a carrier session can carry them and time allows, then unbind
+        our own session. What is left stays in the outbox for the next start."""
+        while not drain.expired() and self.upstream_bound:
+            if not self._in_flight:
+                try:
+                    pending = await self.service.pending_replies(limit=1)
+                except Exception:  # the store is failing: nothing more to flush
+                    break
+                if not pending:
+                    break
+            self._wake.set()
+            await asyncio.sleep(_DRAIN_POLL)
+        await self.stop(drain)
+
+    async def stop(self, drain: DrainDeadline | None = None) -> None:
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        if self._own is not None and self._own.link is not None:
-            self._own.link.close("sidecar stopping")
+        own = self._own.link if self._own is not None else None
+        if own is not None and drain is not None and self._own is not None and self._own.bound:
+            unbound = own.request(encode_simple(Command.UNBIND, 0, 0))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(unbound, drain.remaining())
+        if own is not None:
+            own.close("sidecar stopping")
 
     def _carrier_link(self) -> Link | None:
         if self._own is not None:

@@ -52,6 +52,7 @@ def test_spec_example_parses(tmp_path: Path) -> None:
     acct = config.account("acme")
     assert acct is not None and acct.app_id == "1400000001"
     assert config.smpp.blocked_status == 0x45  # permanent by default
+    assert config.smpp.drain_timeout == 10.0  # SPEC section 7
 
 
 @pytest.mark.parametrize(
@@ -64,6 +65,7 @@ def test_spec_example_parses(tmp_path: Path) -> None:
         ("[smpp]\nwindow = 0\n", "smpp.window must be between"),
         ("[smpp]\nblocked_status = 0x58\n", "smpp.blocked_status must be a permanent"),
         ("[smpp]\nblocked_mode = 'drop'\n", "smpp.blocked_mode"),
+        ("[smpp]\ndrain_timeout = -1\n", "smpp.drain_timeout must be between 0 and 3600"),
         ("[[http.tokens]]\nname = 'x'\ntoken = 'abcdefgh'\nrole = 'root'\n",
          "http.tokens[0].role"),
         ("[[accounts]]\napp_id = '1'\n", "accounts[0].system_id is required"),
