@@ -72,6 +72,9 @@ class _ReplyBind:
         self._on_change = on_change
         self._tasks: set[asyncio.Task[None]] = set()
         self._next_attempt = 0.0
+        # Stopping (SIGTERM): MOs are handed back (0x64) for the carrier to
+        # redeliver, so the store's queue of commits empties before the end.
+        self.draining = False
 
     # LinkOwner
     def link_request(self, link: Link, header: Header, raw: bytes) -> None:
@@ -80,6 +83,9 @@ class _ReplyBind:
             link.answer(header, CommandStatus.ESME_ROK)
             link.close("carrier unbound the reply session")
         elif cmd in (Command.DELIVER_SM, Command.DATA_SM):
+            if self.draining:
+                link.answer(header, CommandStatus.ESME_RX_T_APPN)
+                return
             task = asyncio.create_task(self._deliver(link, header, raw))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
@@ -146,7 +152,11 @@ class ReplySender:
         self.service = service
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        # Replies sent and not yet marked sent in the store: never sent again
+        # meanwhile (a reply leaves this set once its mark is committed).
         self._in_flight: set[int] = set()
+        self._to_mark: list[tuple[int, str | None]] = []
+        self._marking: asyncio.Task[None] | None = None
         self._own = _ReplyBind(ctx, self._wake) if ctx.config.upstream.reply_system_id else None
         self._probe_ok = False
         self._last_probe = 0.0
@@ -171,11 +181,16 @@ class ReplySender:
         """Stop gracefully: let the confirmations in flight and in the outbox go
         out while a carrier session can carry them and time allows, then unbind
         our own session. What is left stays in the outbox for the next start."""
+        if self._own is not None:
+            self._own.draining = True
         while not drain.expired() and self.upstream_bound:
             if not self._in_flight:
                 try:
-                    pending = await self.service.pending_replies(limit=1)
-                except Exception:  # the store is failing: nothing more to flush
+                    # Bounded by the deadline: under an MO storm the store's
+                    # queue of commits can hold a read for seconds.
+                    pending = await asyncio.wait_for(self.service.pending_replies(limit=1),
+                                                     drain.remaining())
+                except Exception:  # out of time, or the store is failing
                     break
                 if not pending:
                     break
@@ -188,6 +203,9 @@ class ReplySender:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        if self._marking is not None and drain is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self._marking), drain.remaining())
         own = self._own.link if self._own is not None else None
         if own is not None and drain is not None and self._own is not None and self._own.bound:
             unbound = own.request(encode_simple(Command.UNBIND, 0, 0))
@@ -237,8 +255,8 @@ class ReplySender:
         metrics = self.ctx.metrics
 
         def on_response(header: Header | None, raw: bytes | None) -> None:
-            self._in_flight.discard(reply.id)
             if header is None or raw is None or header.command_status != 0:
+                self._in_flight.discard(reply.id)
                 status = "timeout" if header is None else f"{header.command_status:#x}"
                 metrics.replies.labels(reply.action.value, "failed").inc()
                 logs.event(log, "reply_failed", logging.WARNING, action=reply.action.value,
@@ -253,10 +271,27 @@ class ReplySender:
             metrics.replies_pending.dec()
             logs.event(log, "reply_sent", action=reply.action.value,
                        to=logs.phone(reply.destination_addr), message_id=message_id)
-            task = asyncio.ensure_future(self.service.mark_reply_sent(reply.id, message_id))
-            task.add_done_callback(_log_mark_failure)
+            self._to_mark.append((reply.id, message_id))
+            if self._marking is None or self._marking.done():
+                self._marking = asyncio.ensure_future(self._mark())
 
         link.send_request(reply_submit(reply), on_response)
+
+    async def _mark(self) -> None:
+        """Mark sent replies in the store, whatever accumulated meanwhile in one
+        transaction. A reply whose mark fails stays in the outbox and goes out
+        again later (at least once, never lost)."""
+        while self._to_mark:
+            batch, self._to_mark = self._to_mark, []
+            try:
+                await self.service.mark_replies_sent(batch)
+            except Exception as exc:
+                logs.event(log, "reply_mark_failed", logging.WARNING, error=repr(exc),
+                           replies=len(batch))
+            finally:
+                for reply_id, _ in batch:
+                    self._in_flight.discard(reply_id)
+                self._wake.set()
 
     async def _probe(self) -> None:
         """Without a bound session, check that the carrier's port answers (for /readyz)."""
@@ -278,8 +313,3 @@ class ReplySender:
         with contextlib.suppress(OSError):
             await writer.wait_closed()
         self._probe_ok = True
-
-
-def _log_mark_failure(task: asyncio.Future[None]) -> None:
-    if not task.cancelled() and task.exception() is not None:
-        logs.event(log, "reply_mark_failed", logging.WARNING, error=repr(task.exception()))

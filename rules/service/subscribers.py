@@ -6,7 +6,7 @@ from __future__ import annotations
 import base64
 import binascii
 import math
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import replace
 from typing import Final
 
@@ -447,6 +447,19 @@ class SubscriberCommands(ServiceCore):
                 marked = await tx.mark_reply_sent(reply_id, message_id, self._clock())
                 if not marked and not await tx.reply_exists(reply_id):
                     raise NotFound(f"reply {reply_id} does not exist")
+
+        await self._write(run())
+
+    async def mark_replies_sent(self, sent: Sequence[tuple[int, str | None]]) -> None:
+        """Marks replies accepted by the carrier, `(reply_id, message_id)` each,
+        in one transaction: one commit for a window of confirmations instead of
+        one each, so marking keeps up with the carrier. Unknown ids are skipped."""
+
+        async def run() -> None:
+            async with self._store.transaction() as tx:
+                at = self._clock()
+                for reply_id, message_id in sent:
+                    await tx.mark_reply_sent(reply_id, message_id, at)
 
         await self._write(run())
 
