@@ -223,7 +223,7 @@ async def _do_import(config: Config, path: str) -> int:
     from rules.csvio import import_file
     from rules.service import OptOutService
 
-    service = await OptOutService.open(config.store.url)
+    service = await OptOutService.open(config.store.url, follow=False)
     try:
         try:
             report = await import_file(service, path)
@@ -250,7 +250,7 @@ async def _do_export(config: Config, output: str | None) -> int:
     from rules.csvio import export_to
     from rules.service import OptOutService
 
-    service = await OptOutService.open(config.store.url)
+    service = await OptOutService.open(config.store.url, follow=False)
     try:
         if output is None:
             await export_to(service, sys.stdout)

@@ -10,10 +10,13 @@ Theory of operation
   in-memory copies serve the hot path without I/O: the `UnsubscribedIndex`
   (which addresses each number is unsubscribed at; loaded in bulk at
   start-up) and the address table (keywords, replies, blocking rules;
-  small). Both are changed only by `Tx.after_commit` callbacks, i.e. after
-  the store has durably committed, and before any other transaction can
-  start, so memory never shows a change the disk does not have -- and never
-  misses one for longer than the commit takes.
+  small). Both are changed only by applying the change feed
+  (`rules.service.feed`): a write's own changes right after its COMMIT and
+  before any other local write starts, other processes' changes at the
+  start of each write and, in between, as the follower reads them. So
+  memory never shows a change the store does not have, never misses a
+  local one for longer than the commit takes, and another process's within
+  the follower's wake-up (a NOTIFY on PostgreSQL, a 100 ms poll on SQLite).
 * **Writes.** Every write method is one store transaction. It runs as a
   shielded task: if the caller is cancelled half-way (an SMPP session
   dropped), the transaction still either commits *and* updates memory, or
@@ -49,14 +52,12 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from types import MappingProxyType
 
-from rules.index import UnsubscribedIndex
-from rules.model import InvalidValue, MatchMode, SmsType
+from rules.model import InvalidValue, MatchMode
 from rules.replies import ProgramInfo
 from rules.service.addresses import AddressCommands
 from rules.service.bulk import BulkTransfer
-from rules.service.core import _DEFAULT_PROGRAM, MAX_PAGE, ImportReport, _Address
+from rules.service.core import _DEFAULT_PROGRAM, MAX_PAGE, ImportReport
 from rules.service.subscribers import SubscriberCommands
 from rules.store import open_store
 
@@ -77,6 +78,7 @@ class OptOutService(AddressCommands, SubscriberCommands, BulkTransfer):
         mo_match_default: str = "leading",
         busy_timeout_ms: int = 5000,
         clock: Callable[[], float] = time.time,
+        follow: bool = True,
     ) -> OptOutService:
         """Open the store at `url` ("sqlite:///rel/path.db", "sqlite:////abs/path.db",
         "sqlite://:memory:", "postgresql://user:password@host:port/db"), apply
@@ -85,7 +87,9 @@ class OptOutService(AddressCommands, SubscriberCommands, BulkTransfer):
         `mo_match_default` is the keyword match mode new addresses get.
         `busy_timeout_ms` bounds how long a write waits for another process
         holding the file (PostgreSQL: how long any statement may take);
-        `clock` (unix seconds) is injectable for tests.
+        `clock` (unix seconds) is injectable for tests. `follow` starts the
+        task that applies other processes' changes (`rules.service.feed`);
+        a one-shot command (import, export) does without.
         """
         try:
             match_default = MatchMode(mo_match_default)
@@ -96,23 +100,24 @@ class OptOutService(AddressCommands, SubscriberCommands, BulkTransfer):
         store = await open_store(url, busy_timeout_ms=busy_timeout_ms)
         try:
             async with store.reading() as tx:
-                rows = await tx.addresses()
-                rules = await tx.rules()
-            packed = await store.load_packed()
-            index = UnsubscribedIndex.from_sorted_pairs(packed)
+                state = await cls._load_state(tx)
         except BaseException:
             await store.close()
             raise
-        by_id: dict[int, dict[str, frozenset[SmsType]]] = {r.id: {} for r in rows}
-        for rule in rules:
-            by_id.setdefault(rule.address_id, {})[rule.app_id] = rule.sms_types
-        addresses = [_Address(r, MappingProxyType(by_id[r.id])) for r in rows]
-        log.info("store opened: %d inbound addresses, %d unsubscriptions", len(rows), len(index))
-        return cls(
+        log.info(
+            "store opened (%s): %d inbound addresses, %d unsubscriptions",
+            store.backend,
+            len(state.addresses),
+            len(state.index),
+        )
+        service = cls(
             store,
-            index,
-            addresses,
+            state,
             program=program,
             match_default=match_default,
             clock=clock,
         )
+        if follow:
+            service._feed.start()
+        return service
+

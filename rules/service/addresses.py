@@ -21,6 +21,7 @@ from rules.model import (
     SmsType,
 )
 from rules.replies import ReplySettings, validate_replies
+from rules.service import feed
 from rules.service.core import ServiceCore, _Address, _app_id, _description, _sms_types
 from rules.store import (
     ADDRESS_ID_LIMIT,
@@ -69,7 +70,7 @@ class AddressCommands(ServiceCore):
             )
             await tx.insert_address(row)
             created = _Address(row)
-            tx.after_commit(lambda: self._put(created))
+            tx.add_change(feed.ADDRESS, feed.address_payload(created))
         log.info("inbound address created: %s", number)
         return self._view(created)
 
@@ -81,7 +82,7 @@ class AddressCommands(ServiceCore):
             async with self._store.transaction() as tx:
                 new = change(self._current(target))
                 await tx.update_address(new.row)
-                tx.after_commit(lambda: self._put(new))
+                tx.add_change(feed.ADDRESS, feed.address_payload(new))
             return new
 
         return await self._write(run())
@@ -104,14 +105,7 @@ class AddressCommands(ServiceCore):
             async with self._store.transaction() as tx:
                 current = self._current(target)
                 removed = await tx.delete_address(current.id)
-
-                def forget() -> None:
-                    del self._by_address[current.address]
-                    del self._by_id[current.id]
-                    self._index.remove_address(current.id)
-                    self._rebuild_book()
-
-                tx.after_commit(forget)
+                tx.add_change(feed.ADDRESS_DELETED, {"a": current.id})
             log.info(
                 "inbound address deleted: %s (%d unsubscriptions dropped, records kept)",
                 current.address,
@@ -178,7 +172,7 @@ class AddressCommands(ServiceCore):
                     await tx.delete_rule(current.id, app_id)
                     del rules[app_id]
                 new = replace(current, rules=MappingProxyType(rules))
-                tx.after_commit(lambda: self._put(new))
+                tx.add_change(feed.ADDRESS, feed.address_payload(new))
             if sms_types is None:
                 return None
             return BlockingRule(current.address, app_id, sms_types)

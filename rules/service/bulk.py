@@ -6,7 +6,10 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Iterable
 
+import numpy as np
+
 from rules import csvio, numbers
+from rules.service import feed
 from rules.service.core import (
     _EXPORT_PAGE,
     _IMPORT,
@@ -118,13 +121,9 @@ class BulkTransfer(ServiceCore):
                 records.append((phone_number, address.address))
             await tx.insert_unsubscription_values(unsubs)
             await tx.insert_import_records(records, at=now, actor=actor)
-
-            def index_them() -> None:
-                add = self._index.add
-                for u in unsubs:
-                    add(u[2], u[1])
-
-            tx.after_commit(index_them)
+            if unsubs:
+                packed_values = np.fromiter((u[0] for u in unsubs), dtype="<i8", count=len(unsubs))
+                tx.add_change(feed.BULK_UNSUB, {"n": len(unsubs)}, packed_values.tobytes())
         return len(unsubs), skipped, gone
 
     async def export_csv(self) -> AsyncIterator[str]:

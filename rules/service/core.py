@@ -31,7 +31,8 @@ from rules.model import (
     require_scalar_text,
 )
 from rules.replies import ProgramInfo
-from rules.store import AddressRow, Store, UnsubRow
+from rules.service.feed import ServiceFeed
+from rules.store import AddressRow, Store, Tx, UnsubRow
 
 __all__ = ["MAX_PAGE", "ImportReport", "ServiceCore"]
 
@@ -172,28 +173,39 @@ def _reason(text: str, default: str) -> str:
     return require_scalar_text(text, "reason") or default
 
 
+@dataclass(frozen=True, slots=True)
+class StoreState:
+    """Everything memory holds, read in one transaction: the starting point
+    of the feed at `head`."""
+
+    index: UnsubscribedIndex
+    addresses: list[_Address]
+    head: int
+
+
 class ServiceCore:
     """State and helpers shared by the service's parts (`rules.service`)."""
 
     def __init__(
         self,
         store: Store,
-        index: UnsubscribedIndex,
-        addresses: list[_Address],
+        state: StoreState,
         *,
         program: ProgramInfo,
         match_default: MatchMode,
         clock: Callable[[], float],
     ) -> None:
         self._store = store
-        self._index = index
         self._program = program
         self._match_default = match_default
         self._clock = clock
-        self._by_address: dict[str, _Address] = {a.address: a for a in addresses}
-        self._by_id: dict[int, _Address] = {a.id: a for a in addresses}
+        self._index = state.index
+        self._by_address: dict[str, _Address] = {}
+        self._by_id: dict[int, _Address] = {}
         self._book = decision.RuleBook()
-        self._rebuild_book()
+        self._install(state)
+        self._feed = ServiceFeed(self, store, state.head)
+        store.set_feed(self._feed)
         self._listeners: list[Callable[[], object]] = []
         self._tasks: set[asyncio.Task[object]] = set()
         self.reply_queued = asyncio.Event()
@@ -203,7 +215,9 @@ class ServiceCore:
     # --- lifecycle ---
 
     async def close(self) -> None:
-        """Waits for in-flight writes, then closes the store."""
+        """Stops following the feed, waits for in-flight writes, then closes
+        the store."""
+        await self._feed.stop()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
         await self._store.close()
@@ -237,10 +251,46 @@ class ServiceCore:
             defaults=MappingProxyType({i: a.row.default_rule for i, a in self._by_id.items()}),
         )
 
+    # --- memory, changed only by the feed (rules.service.feed) ---
+
+    @staticmethod
+    async def _load_state(tx: Tx) -> StoreState:
+        """Reads everything memory holds in `tx` (one consistent snapshot)."""
+        rows = await tx.addresses()
+        rules = await tx.rules()
+        packed = await tx.packed_values()
+        head = await tx.feed_head()
+        by_id: dict[int, dict[str, frozenset[SmsType]]] = {r.id: {} for r in rows}
+        for rule in rules:
+            by_id.setdefault(rule.address_id, {})[rule.app_id] = rule.sms_types
+        addresses = [_Address(r, MappingProxyType(by_id[r.id])) for r in rows]
+        return StoreState(UnsubscribedIndex.from_sorted_pairs(packed), addresses, head)
+
+    def _install(self, state: StoreState) -> None:
+        """Replaces memory with `state` (start-up, or a reload)."""
+        self._index = state.index
+        self._by_address = {a.address: a for a in state.addresses}
+        self._by_id = {a.id: a for a in state.addresses}
+        self._rebuild_book()
+
     def _put(self, address: _Address) -> None:
-        """Installs a committed address (after_commit only)."""
+        """Installs a committed address (feed changes only)."""
+        old = self._by_id.get(address.id)
+        if old is not None and old.address != address.address:
+            self._by_address.pop(old.address, None)
         self._by_address[address.address] = address
         self._by_id[address.id] = address
+        self._rebuild_book()
+
+    def _put_row(self, row: AddressRow, rules: dict[str, frozenset[SmsType]]) -> None:
+        self._put(_Address(row, MappingProxyType(rules)))
+
+    def _forget(self, address_id: int) -> None:
+        """Drops a deleted address, its rules and unsubscriptions from memory."""
+        gone = self._by_id.pop(address_id, None)
+        if gone is not None:
+            self._by_address.pop(gone.address, None)
+        self._index.remove_address(address_id)
         self._rebuild_book()
 
     def _lookup(self, raw: str) -> _Address | None:

@@ -27,6 +27,7 @@ from rules.model import (
     Unsubscription,
     scalar_text,
 )
+from rules.service import feed
 from rules.service.core import (
     _RECORD_PAGE,
     MAX_CARRIER_IDS_CHARS,
@@ -158,10 +159,10 @@ class SubscriberCommands(ServiceCore):
                 await tx.insert_unsubscription(
                     UnsubRow(packed, current.id, key, now, Source.KEYWORD)
                 )
-                tx.after_commit(lambda: self._index.add(key, current.id))
+                tx.add_change(feed.UNSUB, {"a": current.id, "k": key})
             elif plan.new_status is Status.SUBSCRIBED:
                 await tx.delete_unsubscription(packed)
-                tx.after_commit(lambda: self._index.remove(key, current.id))
+                tx.add_change(feed.RESUB, {"a": current.id, "k": key})
             record: Record | None = None
             if plan.record_status is not None:
                 values: RecordValues = (
@@ -202,7 +203,7 @@ class SubscriberCommands(ServiceCore):
                 reply = Reply(
                     reply_id, current.address, subscriber, plan.reply_text, plan.reply_action
                 )
-                tx.after_commit(self._queued)
+                tx.add_change(feed.REPLY, {"id": reply_id})
         return MoOutcome(action, keyword, record=record, reply=reply, notes=plan.notes)
 
     # --- unsubscribed users ---
@@ -269,14 +270,14 @@ class SubscriberCommands(ServiceCore):
                         f"{numbers.mask(number)} is already unsubscribed at {current.address}"
                     )
                 await tx.insert_unsubscription(UnsubRow(packed, current.id, key, now, source))
-                tx.after_commit(lambda: self._index.add(key, current.id))
+                tx.add_change(feed.UNSUB, {"a": current.id, "k": key})
             else:
                 if not exists:
                     raise NotFound(
                         f"{numbers.mask(number)} is not unsubscribed at {current.address}"
                     )
                 await tx.delete_unsubscription(packed)
-                tx.after_commit(lambda: self._index.remove(key, current.id))
+                tx.add_change(feed.RESUB, {"a": current.id, "k": key})
             values: RecordValues = (
                 number,
                 current.address,

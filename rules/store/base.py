@@ -26,6 +26,18 @@ through the methods declared here.
   block (Conflict, NotFound, ...) roll back and propagate unchanged.
 * **Records are append-only** in the database itself (triggers on both
   backends), not only by convention in this code.
+* **The change feed.** A write transaction describes what it changed with
+  `Tx.add_change`; the store appends those rows to the `changes` table in
+  the same transaction, numbered from `feed_head` (which the writer holds
+  locked), so ids are gap-free and in commit order: a reader that has seen
+  id N has seen every change up to N. A `FeedSink` registered with
+  `Store.set_feed` is brought up to date at the start of every write
+  transaction (`catch_up`) and handed the transaction's own changes after
+  COMMIT (`committed`); between writes a follower task reads the table by
+  id (`rules.service.feed`). `Store.wait_for_changes` is the cheap wake-up:
+  PostgreSQL LISTEN/NOTIFY, or a short poll on SQLite. Changes older than
+  `FEED_RETENTION` seconds (and more than `FEED_KEEP` ids behind) are
+  pruned; a process that fell further behind reloads everything.
 """
 
 from __future__ import annotations
@@ -45,8 +57,12 @@ from rules.replies import ReplySettings
 
 __all__ = [
     "ADDRESS_ID_LIMIT",
+    "FEED_KEEP",
+    "FEED_RETENTION",
     "PACK_SHIFT",
     "AddressRow",
+    "Change",
+    "FeedSink",
     "RecordFilter",
     "RecordValues",
     "RuleRow",
@@ -55,6 +71,15 @@ __all__ = [
     "UnsubRow",
     "pack",
 ]
+
+FEED_RETENTION = 3600.0
+"""Seconds a change stays in the feed (at least)."""
+FEED_KEEP = 10_000
+"""Changes always kept behind the head, however old."""
+PRUNE_EVERY = 256
+"""A writer prunes the feed when its ids cross a multiple of this."""
+NOTIFY_CHANNEL = "optout_changes"
+"""PostgreSQL LISTEN/NOTIFY channel that wakes followers."""
 
 PACK_SHIFT = ADDRESS_BITS
 ADDRESS_ID_LIMIT = MAX_ADDRESS_ID + 1
@@ -105,6 +130,18 @@ raw_text, keyword, carrier_ids): one row for `Tx.insert_record`."""
 
 UnsubValues = tuple[int, int, int, float, str]
 """(packed, address_id, number_key, since, source) for bulk inserts."""
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One committed change of the feed. `kind` and `payload` (JSON) are
+    the service's business (`rules.service.feed`); `data` carries bulk
+    binary data (packed int64 values of an import batch)."""
+
+    id: int
+    kind: str
+    payload: dict[str, Any]
+    data: bytes | None = None
 
 
 # --- column codecs shared by the backends (both keep JSON in text columns) -------
@@ -205,6 +242,21 @@ class Tx(Protocol):
     def after_commit(self, callback: Callable[[], object]) -> None:
         """Run `callback` once COMMIT has succeeded (never on rollback)."""
 
+    # the change feed
+    def add_change(self, kind: str, payload: dict[str, Any], data: bytes | None = None) -> None:
+        """Append a change to the feed when (and only if) this transaction
+        commits."""
+
+    async def changes_after(self, after: int, limit: int) -> list[Change]:
+        """Committed changes with id > `after`, ascending, at most `limit`."""
+
+    async def feed_head(self) -> int:
+        """The id of the last committed change (0 for none)."""
+
+    async def packed_values(self) -> npt.NDArray[np.int64]:
+        """Every `unsubscribed.packed` value, ascending, in this transaction's
+        view (the in-memory index's bulk-load input)."""
+
     # inbound addresses
     async def addresses(self) -> list[AddressRow]: ...
     async def address(self, address_id: int) -> AddressRow | None: ...
@@ -280,6 +332,17 @@ class Tx(Protocol):
     async def mark_reply_sent(self, reply_id: int, message_id: str | None, at: float) -> bool: ...
 
 
+class FeedSink(Protocol):
+    """What a store keeps up to date with the feed (the service's memory)."""
+
+    async def catch_up(self, tx: Tx) -> None:
+        """Apply every change committed since the last one applied; called
+        at the start of each write transaction, under the writer lock."""
+
+    def committed(self, changes: Sequence[Change]) -> None:
+        """Apply a write transaction's own changes, right after its COMMIT."""
+
+
 class Store(Protocol):
     """A durable store. Open one with `rules.store.open_store(url)`."""
 
@@ -300,6 +363,13 @@ class Store(Protocol):
 
     async def ping(self) -> bool:
         """True when a trivial query round-trips."""
+
+    def set_feed(self, sink: FeedSink | None) -> None:
+        """Register the sink write transactions keep up to date."""
+
+    async def wait_for_changes(self, timeout: float) -> None:
+        """Return when another process may have committed changes, or after
+        `timeout` seconds (never raises for an unreachable database)."""
 
     async def schema_version(self) -> int: ...
     async def close(self) -> None: ...

@@ -38,8 +38,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import math
+import time
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any, Final
@@ -52,8 +54,14 @@ from rules.model import Action, Record, Reply, Source, Status, StoreUnavailable
 from rules.store import migrations
 from rules.store.base import (
     ADDRESS_COLUMNS,
+    FEED_KEEP,
+    FEED_RETENTION,
+    NOTIFY_CHANNEL,
+    PRUNE_EVERY,
     RECORD_COLUMNS,
     AddressRow,
+    Change,
+    FeedSink,
     RecordFilter,
     RecordValues,
     RuleRow,
@@ -77,6 +85,8 @@ log = logging.getLogger(__name__)
 MIGRATION_LOCK: Final = 0x6F70746F7574  # "optout": the advisory lock key of migrations
 POOL_SIZE: Final = 8
 CONNECT_TIMEOUT: Final = 5.0
+LISTEN_RETRY: Final = 1.0
+"""Seconds between attempts to (re)open the LISTEN connection."""
 
 DB_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.PostgresError,
@@ -85,6 +95,7 @@ DB_ERRORS: tuple[type[BaseException], ...] = (
     TimeoutError,
 )
 """What a database that is down, restarting or refusing looks like."""
+_CONNECT_ERRORS: tuple[type[BaseException], ...] = (*DB_ERRORS, ValueError)
 
 _UNSUB_COLUMNS: Final = ("packed", "address_id", "number_key", "since", "source")
 _IMPORT_RECORD_COLUMNS: Final = (
@@ -111,6 +122,7 @@ class PostgresTx:
     def __init__(self, conn: Any) -> None:
         self._conn = conn
         self._after_commit: list[Callable[[], object]] = []
+        self._changes: list[tuple[str, dict[str, Any], bytes | None]] = []
 
     def after_commit(self, callback: Callable[[], object]) -> None:
         """Run `callback` once COMMIT has succeeded (never on rollback)."""
@@ -394,6 +406,62 @@ class PostgresTx:
         row = await self._one("SELECT 1 FROM reply_outbox WHERE id = $1", (reply_id,))
         return row is not None
 
+    # --- the change feed ---
+
+    def add_change(self, kind: str, payload: dict[str, Any], data: bytes | None = None) -> None:
+        """Append a change to the feed when (and only if) this transaction commits."""
+        self._changes.append((kind, payload, data))
+
+    async def changes_after(self, after: int, limit: int) -> list[Change]:
+        rows = await self._all(
+            "SELECT id, kind, payload, data FROM changes WHERE id > $1 ORDER BY id LIMIT $2",
+            (after, limit),
+        )
+        return [Change(r[0], r[1], json.loads(r[2]), r[3]) for r in rows]
+
+    async def feed_head(self) -> int:
+        return int(await self._conn.fetchval("SELECT id FROM feed_head"))
+
+    async def _flush_changes(self, at: float) -> list[Change]:
+        """Writes the buffered changes after the head. This transaction has
+        held `feed_head`'s row lock since it began, so ids are handed out in
+        commit order with no gaps: no concurrent transaction can number a
+        change until this one committed or rolled back (a rolled-back one
+        gives its ids back). A reader that sees id N therefore already sees
+        every id below N -- the follower never has to wait for a hole to
+        fill, and never skips one."""
+        if not self._changes:
+            return []
+        head = await self.feed_head()
+        written = [
+            Change(head + i, kind, payload, data)
+            for i, (kind, payload, data) in enumerate(self._changes, 1)
+        ]
+        await self._conn.executemany(
+            "INSERT INTO changes (id, at, kind, payload, data) VALUES ($1, $2, $3, $4, $5)",
+            [(c.id, at, c.kind, json.dumps(c.payload), c.data) for c in written],
+        )
+        new_head = written[-1].id
+        await self._conn.execute("UPDATE feed_head SET id = $1", new_head)
+        if new_head // PRUNE_EVERY != head // PRUNE_EVERY:
+            await self._conn.execute(
+                "DELETE FROM changes WHERE id <= $1 AND at < $2",
+                new_head - FEED_KEEP,
+                at - FEED_RETENTION,
+            )
+        # Delivered at COMMIT, only if it commits.
+        await self._conn.execute("SELECT pg_notify($1, $2)", NOTIFY_CHANNEL, str(new_head))
+        return written
+
+    async def packed_values(self) -> npt.NDArray[np.int64]:
+        """Every `unsubscribed.packed` value, ascending, as one int64 array,
+        streamed with one binary COPY (ten million rows in seconds)."""
+        parser = _PackedCopy()
+        await self._conn.copy_from_query(
+            "SELECT packed FROM unsubscribed", output=parser.feed, format="binary", timeout=None
+        )
+        return parser.result()
+
     async def mark_reply_sent(self, reply_id: int, message_id: str | None, at: float) -> bool:
         changed, _ = await self._run(
             "UPDATE reply_outbox SET sent_at = $1, message_id = $2 "
@@ -457,11 +525,16 @@ class PostgresStore:
 
     backend = "postgresql"
 
-    def __init__(self, pool: Any, timeout: float) -> None:
+    def __init__(self, pool: Any, dsn: str, timeout: float) -> None:
         self._pool = pool
+        self._dsn = dsn
         self._timeout = timeout
         self._write_lock = asyncio.Lock()
         self._closed = False
+        self._feed: FeedSink | None = None
+        self._listener: Any = None
+        self._listen_retry_at = 0.0
+        self._notified = asyncio.Event()
 
     @classmethod
     async def open(cls, url: str, *, timeout_ms: int = 5000) -> PostgresStore:
@@ -481,7 +554,7 @@ class PostgresStore:
             raise StoreUnavailable(f"cannot open store: {_describe(exc)}") from exc
         except ValueError as exc:  # a malformed DSN
             raise StoreUnavailable(f"cannot open store: {exc}") from exc
-        store = cls(pool, timeout)
+        store = cls(pool, url, timeout)
         try:
             await store._migrate()
         except BaseException:
@@ -554,14 +627,26 @@ class PostgresStore:
         except DB_ERRORS as exc:
             await _rollback_quietly(transaction)
             raise StoreUnavailable(f"store: cannot begin a transaction: {_describe(exc)}") from exc
+        written: list[Change] = []
         try:
+            if write and self._feed is not None:
+                await self._feed.catch_up(tx)
             yield tx
+            if write:
+                written = await tx._flush_changes(time.time())
+            elif tx._changes:
+                raise RuntimeError("a read transaction cannot add changes")
             await transaction.commit()
         except BaseException as exc:
             await _rollback_quietly(transaction)
             if isinstance(exc, DB_ERRORS):
                 raise StoreUnavailable(f"store: {_describe(exc)}") from exc
             raise
+        if written and self._feed is not None:
+            try:
+                self._feed.committed(written)
+            except Exception:
+                log.exception("store: applying committed changes failed")
         for callback in tx._after_commit:
             try:
                 callback()
@@ -580,20 +665,53 @@ class PostgresStore:
         return self._transaction(False)
 
     async def load_packed(self) -> npt.NDArray[np.int64]:
-        """Every `unsubscribed.packed` value, ascending, as one int64 array,
-        streamed with one binary COPY (ten million rows in seconds)."""
-        parser = _PackedCopy()
+        """Every `unsubscribed.packed` value, ascending (`PostgresTx.packed_values`)."""
         async with self.reading() as tx:
-            try:
-                await tx._conn.copy_from_query(
-                    "SELECT packed FROM unsubscribed", output=parser.feed, format="binary",
-                    timeout=None,
-                )
-            except DB_ERRORS as exc:
-                raise StoreUnavailable(
-                    f"store: cannot load unsubscriptions: {_describe(exc)}"
-                ) from exc
-        return parser.result()
+            return await tx.packed_values()
+
+    def set_feed(self, sink: FeedSink | None) -> None:
+        """Register the sink write transactions keep up to date."""
+        self._feed = sink
+
+    async def wait_for_changes(self, timeout: float) -> None:
+        """Sleeps until a NOTIFY on `NOTIFY_CHANNEL` or `timeout`. The
+        listening connection is opened on first use and again after it was
+        lost; without one this is a plain poll, so a missed notification
+        only delays a follower, never loses a change (it reads by id)."""
+        if self._listener is None and not self._closed:
+            await self._listen()
+        try:
+            async with asyncio.timeout(timeout):
+                await self._notified.wait()
+        except TimeoutError:
+            pass
+        self._notified.clear()
+
+    async def _listen(self) -> None:
+        now = time.monotonic()
+        if now < self._listen_retry_at:
+            return
+        self._listen_retry_at = now + LISTEN_RETRY
+        try:
+            conn = await asyncpg.connect(self._dsn, timeout=CONNECT_TIMEOUT)
+        except _CONNECT_ERRORS as exc:
+            log.debug("store: cannot listen for changes: %s", _describe(exc))
+            return
+        try:
+            await conn.add_listener(NOTIFY_CHANNEL, self._on_notify)
+        except DB_ERRORS:
+            conn.terminate()
+            return
+        conn.add_termination_listener(self._on_listener_lost)
+        self._listener = conn
+        self._notified.set()  # changes may have been missed while not listening
+
+    def _on_notify(self, *_: object) -> None:
+        self._notified.set()
+
+    def _on_listener_lost(self, *_: object) -> None:
+        self._listener = None
+        self._notified.set()
 
     async def ping(self) -> bool:
         """True when a trivial query round-trips."""
@@ -608,6 +726,10 @@ class PostgresStore:
         if self._closed:
             return
         self._closed = True
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            with contextlib.suppress(*DB_ERRORS):
+                await asyncio.wait_for(listener.close(), self._timeout)
         try:
             await asyncio.wait_for(self._pool.close(), self._timeout)
         except DB_ERRORS as exc:

@@ -31,10 +31,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import json
 import logging
 import math
 import os
 import sqlite3
+import time
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
@@ -48,8 +50,13 @@ from rules.model import Action, InvalidValue, Record, Reply, Source, Status, Sto
 from rules.store import migrations
 from rules.store.base import (
     ADDRESS_COLUMNS,
+    FEED_KEEP,
+    FEED_RETENTION,
+    PRUNE_EVERY,
     RECORD_COLUMNS,
     AddressRow,
+    Change,
+    FeedSink,
     RecordFilter,
     RecordValues,
     RuleRow,
@@ -81,6 +88,9 @@ def _quiet_aiosqlite() -> None:
 
 
 _LOAD_CHUNK = 1 << 20
+POLL_SECONDS = 0.1
+"""How often a follower reads the feed of a SQLite file (other processes
+on the same file cannot notify it)."""
 _ROWS_PER_INSERT = 100
 
 
@@ -109,6 +119,7 @@ class SqliteTx:
     def __init__(self, conn: aiosqlite.Connection) -> None:
         self._conn = conn
         self._after_commit: list[Callable[[], object]] = []
+        self._changes: list[tuple[str, dict[str, Any], bytes | None]] = []
 
     def after_commit(self, callback: Callable[[], object]) -> None:
         """Run `callback` once COMMIT has succeeded (never on rollback)."""
@@ -408,6 +419,78 @@ class SqliteTx:
         row = await self._one("SELECT 1 FROM reply_outbox WHERE id = ?", (reply_id,))
         return row is not None
 
+    # --- the change feed ---
+
+    def add_change(self, kind: str, payload: dict[str, Any], data: bytes | None = None) -> None:
+        """Append a change to the feed when (and only if) this transaction commits."""
+        self._changes.append((kind, payload, data))
+
+    async def changes_after(self, after: int, limit: int) -> list[Change]:
+        rows = await self._all(
+            "SELECT id, kind, payload, data FROM changes WHERE id > ? ORDER BY id LIMIT ?",
+            (after, limit),
+        )
+        return [Change(r[0], r[1], json.loads(r[2]), r[3]) for r in rows]
+
+    async def feed_head(self) -> int:
+        row = await self._one("SELECT id FROM feed_head")
+        return int(row[0])
+
+    async def _flush_changes(self, at: float) -> list[Change]:
+        """Writes the buffered changes after the head (the writer holds the
+        write lock, so nobody else numbers changes meanwhile)."""
+        if not self._changes:
+            return []
+        head = await self.feed_head()
+        written = [
+            Change(head + i, kind, payload, data)
+            for i, (kind, payload, data) in enumerate(self._changes, 1)
+        ]
+        await self._conn.executemany(
+            "INSERT INTO changes (id, at, kind, payload, data) VALUES (?, ?, ?, ?, ?)",
+            [(c.id, at, c.kind, json.dumps(c.payload), c.data) for c in written],
+        )
+        new_head = written[-1].id
+        await self._run("UPDATE feed_head SET id = ?", (new_head,))
+        if new_head // PRUNE_EVERY != head // PRUNE_EVERY:
+            await self._run(
+                "DELETE FROM changes WHERE id <= ? AND at < ?",
+                (new_head - FEED_KEEP, at - FEED_RETENTION),
+            )
+        return written
+
+    async def packed_values(self) -> npt.NDArray[np.int64]:
+        """Every `unsubscribed.packed` value, ascending, as one int64 array:
+        the in-memory index's bulk-load input.
+
+        Start-up with ten million rows must take seconds (SPEC section 5), and
+        one Python int per row is most of the cost of a plain fetch. So SQLite
+        joins each chunk of values into one text (`group_concat` over an
+        ordered keyset range of the rowid b-tree) and numpy parses it: about
+        twice as fast, and memory stays bounded by the chunk.
+        """
+        chunks: list[npt.NDArray[np.int64]] = []
+        after = -1
+        while True:
+            row = await self._one(
+                "SELECT group_concat(packed), count(*), max(packed) FROM "
+                "(SELECT packed FROM unsubscribed WHERE packed > ? "
+                "ORDER BY packed LIMIT ?)",
+                (after, _LOAD_CHUNK),
+            )
+            if row is None or not row[1]:
+                break
+            chunk = np.fromstring(row[0], dtype=np.int64, sep=",")
+            if len(chunk) != row[1]:
+                raise StoreUnavailable("store: unsubscribed.packed holds a non-integer")
+            chunks.append(chunk)
+            after = int(row[2])
+            if row[1] < _LOAD_CHUNK:
+                break
+        if not chunks:
+            return np.empty(0, dtype=np.int64)
+        return np.concatenate(chunks)
+
     async def mark_reply_sent(self, reply_id: int, message_id: str | None, at: float) -> bool:
         changed, _ = await self._run(
             "UPDATE reply_outbox SET sent_at = ?, message_id = ? WHERE id = ? AND sent_at IS NULL",
@@ -460,6 +543,7 @@ class SqliteStore:
         self._path = path
         self._lock = asyncio.Lock()
         self._closed = False
+        self._feed: FeedSink | None = None
         self._identity = self._file_identity()
 
     def _file_identity(self) -> tuple[int, int] | None:
@@ -575,16 +659,28 @@ class SqliteStore:
                 if isinstance(exc, _DB_ERRORS) or self._is_closed_error(exc):
                     raise StoreUnavailable(f"store: cannot begin a transaction: {exc}") from exc
                 raise
+            written: list[Change] = []
             try:
+                write = begin != "BEGIN"
+                if write and self._feed is not None:
+                    await self._feed.catch_up(tx)
                 yield tx
-                if begin != "BEGIN":
+                if write:
+                    written = await tx._flush_changes(time.time())
                     self._check_file()
+                elif tx._changes:
+                    raise RuntimeError("a read transaction cannot add changes")
                 await self._conn.execute("COMMIT")
             except BaseException as exc:
                 await self._rollback_quietly()
                 if isinstance(exc, _DB_ERRORS) or self._is_closed_error(exc):
                     raise StoreUnavailable(f"store: {exc}") from exc
                 raise
+            if written and self._feed is not None:
+                try:
+                    self._feed.committed(written)
+                except Exception:
+                    log.exception("store: applying committed changes failed")
             for callback in tx._after_commit:
                 try:
                     callback()
@@ -610,40 +706,18 @@ class SqliteStore:
         return self._transaction("BEGIN")
 
     async def load_packed(self) -> npt.NDArray[np.int64]:
-        """Every `unsubscribed.packed` value, ascending, as one int64 array:
-        the in-memory index's bulk-load input.
-
-        Start-up with ten million rows must take seconds (SPEC section 5), and
-        one Python int per row is most of the cost of a plain fetch. So SQLite
-        joins each chunk of values into one text (`group_concat` over an
-        ordered keyset range of the rowid b-tree) and numpy parses it: about
-        twice as fast, and memory stays bounded by the chunk.
-        """
-        chunks: list[npt.NDArray[np.int64]] = []
-        after = -1
+        """Every `unsubscribed.packed` value, ascending (`SqliteTx.packed_values`)."""
         async with self.reading() as tx:
-            try:
-                while True:
-                    row = await tx._one(
-                        "SELECT group_concat(packed), count(*), max(packed) FROM "
-                        "(SELECT packed FROM unsubscribed WHERE packed > ? "
-                        "ORDER BY packed LIMIT ?)",
-                        (after, _LOAD_CHUNK),
-                    )
-                    if row is None or not row[1]:
-                        break
-                    chunk = np.fromstring(row[0], dtype=np.int64, sep=",")
-                    if len(chunk) != row[1]:
-                        raise StoreUnavailable("store: unsubscribed.packed holds a non-integer")
-                    chunks.append(chunk)
-                    after = int(row[2])
-                    if row[1] < _LOAD_CHUNK:
-                        break
-            except _DB_ERRORS as exc:
-                raise StoreUnavailable(f"store: cannot load unsubscriptions: {exc}") from exc
-        if not chunks:
-            return np.empty(0, dtype=np.int64)
-        return np.concatenate(chunks)
+            return await tx.packed_values()
+
+    def set_feed(self, sink: FeedSink | None) -> None:
+        """Register the sink write transactions keep up to date."""
+        self._feed = sink
+
+    async def wait_for_changes(self, timeout: float) -> None:
+        """SQLite has no notifications across processes: followers poll the
+        `changes` table (one indexed read of nothing, usually) this often."""
+        await asyncio.sleep(min(timeout, POLL_SECONDS))
 
     async def ping(self) -> bool:
         """True when a trivial query round-trips."""
