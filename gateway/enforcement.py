@@ -187,6 +187,7 @@ class SmppEnforcer:
         # Every allowed submit gets this one verdict (the received PDU, as is).
         self._forward = Forward(None, self._on_response)
         self._out_of_scope_children: dict[str, Counter] = {}
+        self._invalid_destination_children: dict[str, Counter] = {}
 
     # --- submits ------------------------------------------------------------------
 
@@ -203,8 +204,11 @@ class SmppEnforcer:
             else:
                 app_id, label = session.system_id, OTHER_APP
                 sms_type = self._service_types.get(peek.service_type) or SmsType.MARKETING
-            destination = _subscriber(peek.destination_addr, peek.dest_addr_ton,
-                                      peek.dest_addr_npi)
+            try:
+                destination = numbers.destination(peek.destination_addr, peek.dest_addr_ton,
+                                                  peek.dest_addr_npi)
+            except InvalidNumber as exc:
+                return self._invalid_destination(session, header, label, exc)
             if self._decide(app_id, label, sms_type, destination).allowed:
                 return self._forward
             return self._refuse(session, header, pdu_codec.decode(raw), app_id, sms_type,
@@ -219,12 +223,43 @@ class SmppEnforcer:
         app_id, sms_type = self._classify(session.account, session.system_id, pdu)
         if header.command_id == Command.SUBMIT_MULTI:
             return self._check_multi(session, pdu, raw, app_id, sms_type)
-        destination = _subscriber(pdu.get_bytes("destination_addr"),
-                                  pdu.get_int("dest_addr_ton"), pdu.get_int("dest_addr_npi"))
+        try:
+            destination = numbers.destination(pdu.get_bytes("destination_addr"),
+                                              pdu.get_int("dest_addr_ton"),
+                                              pdu.get_int("dest_addr_npi"))
+        except InvalidNumber as exc:
+            return self._invalid_destination(session, header, self._label(session, app_id), exc)
         blocked = self._blocked(session, pdu, destination, app_id, sms_type)
         if not blocked:
             return self._forward
         return self._refuse(session, header, pdu, app_id, sms_type, destination)
+
+    @staticmethod
+    def _label(session: ProxySession, app_id: str) -> str:
+        """The `app_id` metric label: configured accounts' only (see OTHER_APP)."""
+        return app_id if session.account is not None else OTHER_APP
+
+    def _invalid_destination(self, session: ProxySession, header: Header, label: str,
+                             exc: InvalidNumber) -> Answer:
+        """Answer a submit whose destination is not a number a carrier could
+        route to a subscriber we can check: ESME_RINVDSTADR, never forwarded
+        (fail closed; SPEC section 7)."""
+        self._invalid_children(label).inc()
+        if log.isEnabledFor(logging.DEBUG):
+            # The reason only: the address itself may be a phone number.
+            logs.event(log, "submit_invalid_destination", logging.DEBUG,
+                       system_id=session.system_id, app_id=label,
+                       why=str(exc).rpartition(": ")[2])
+        return Answer(pdu_codec.encode(pdu_codec.Pdu(
+            header.command_id | 0x80000000, CommandStatus.ESME_RINVDSTADR,
+            header.sequence_number)))
+
+    def _invalid_children(self, label: str) -> Counter:
+        child = self._invalid_destination_children.get(label)
+        if child is None:
+            child = self.metrics.submit_invalid_destination.labels(label)
+            self._invalid_destination_children[label] = child
+        return child
 
     def _refuse(self, session: ProxySession, header: Header, pdu: Pdu, app_id: str,
                 sms_type: SmsType, destination: str | None) -> Answer:
@@ -278,7 +313,7 @@ class SmppEnforcer:
         self, session: ProxySession, pdu: Pdu, destination: str | None, app_id: str,
         sms_type: SmsType,
     ) -> bool:
-        label = app_id if session.account is not None else OTHER_APP
+        label = self._label(session, app_id)
         esm_class = pdu.get_int("esm_class")
         concat = concat_info(pdu.get_bytes("short_message"), bool(esm_class & ESM_UDHI), pdu.tlvs)
         if concat is None:
@@ -298,20 +333,31 @@ class SmppEnforcer:
         self, session: ProxySession, pdu: Pdu, raw: bytes, app_id: str, sms_type: SmsType
     ) -> Forward | Answer:
         allowed: list[SmeAddress | DistributionList] = []
-        blocked: list[SmeAddress] = []
+        unsuccess: list[UnsuccessSme] = []
+        invalid = 0
         for dest in pdu.destinations():
             if isinstance(dest, SmeAddress):
-                number = _subscriber(dest.addr, dest.ton, dest.npi)
+                try:
+                    number = numbers.destination(dest.addr, dest.ton, dest.npi)
+                except InvalidNumber:
+                    # Fail closed, per destination: the others go on.
+                    self._invalid_children(self._label(session, app_id)).inc()
+                    unsuccess.append(UnsuccessSme(dest.ton, dest.npi, dest.addr,
+                                                  CommandStatus.ESME_RINVDSTADR))
+                    invalid += 1
+                    continue
                 if self._blocked(session, pdu, number, app_id, sms_type):
-                    blocked.append(dest)
+                    unsuccess.append(UnsuccessSme(dest.ton, dest.npi, dest.addr,
+                                                  self._blocked_status))
                     continue
             allowed.append(dest)  # distribution lists are the carrier's to expand
-        if not blocked:
+        if not unsuccess:
             return self._forward
-        status = self._blocked_status
-        unsuccess = [UnsuccessSme(d.ton, d.npi, d.addr, status) for d in blocked]
+        # All refused: the blocked status, unless every one was unreadable.
+        status = (CommandStatus.ESME_RINVDSTADR if invalid == len(unsuccess)
+                  else self._blocked_status)
         logs.event(log, "submit_multi_blocked", system_id=session.system_id, app_id=app_id,
-                   blocked=len(blocked), allowed=len(allowed))
+                   blocked=len(unsuccess) - invalid, invalid=invalid, allowed=len(allowed))
         if not allowed:
             return Answer(pdu_codec.encode(pdu_codec.response_for(
                 pdu, status, message_id=b"", no_unsuccess=len(unsuccess),

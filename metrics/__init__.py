@@ -95,6 +95,13 @@ class Metrics:
             ["app_id"],
             registry=r,
         )
+        self.submit_invalid_destination = Counter(
+            "optout_submit_invalid_destination_total",
+            "Submit destinations refused with ESME_RINVDSTADR: not a number a carrier could "
+            "route to a subscriber (never forwarded).",
+            ["app_id"],
+            registry=r,
+        )
         self.upstream_up = Gauge(
             "optout_upstream_up",
             "1 while at least one upstream session to the carrier is bound.",

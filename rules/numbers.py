@@ -20,8 +20,14 @@ Decisions
   keeps the ``+10...`` key range free for short codes (see `to_key`).
 * **Bare digits.** Without a ``+`` only North America is assumed: 10 digits,
   or 11 digits starting with 1, mean +1; 5-6 digits are a short code.
-  Anything else must carry its country code after a ``+``. International
-  dialling prefixes (011, 00) are not interpreted.
+  Anything else must carry its country code after a ``+`` or an
+  international dialling prefix: ``011`` (North America) and ``00`` (most
+  of the world) at the start of a longer run of digits mean ``+`` (no
+  NANP number starts with 0, so the reading is unambiguous).
+* **Dial-string decorations.** ``*`` and ``#`` before the first digit or
+  after the last (``*14155550123``, ``14155550123#``) are keypad noise a
+  carrier ignores when routing, so they are dropped; inside the digits
+  (``*67``-style service codes, ``#31#``) they make the input not a number.
 * **Scope.** Opt-out handling covers short codes and +1 numbers whose region
   is US, CA or a US territory (PR, VI, GU, AS, MP). A +1 number whose area
   code the installed metadata does not place in any region is treated as in
@@ -40,6 +46,13 @@ Decisions
   must not be lost to a label). TON 5 (alphanumeric) is a sender ID, never
   a subscriber; TON 4 (subscriber number) lacks its area code. NPI is
   informational and ignored.
+* **Destinations.** `destination` reads a submit's destination as the
+  subscriber a carrier would route it to (SPEC section 7): like
+  `from_smpp`, except that TON 4 (subscriber number), 5 (alphanumeric),
+  3 and 6 are labels a carrier does not route on, so their digits are read
+  as TON 0. Whatever is still not a number is InvalidNumber, which the
+  relay answers ESME_RINVDSTADR and never forwards (fail closed: what we
+  cannot read we cannot check against the opt-outs).
 * **Hot path.** `from_smpp` and `in_scope` run for every submit_sm; both are
   bounded LRU caches over pure functions, and plain NANP digit strings skip
   ``phonenumbers.parse`` (the results are equal; a property test checks it).
@@ -59,6 +72,7 @@ from rules.model import InvalidNumber, OutOfScope
 __all__ = [
     "IN_SCOPE_REGIONS",
     "MAX_INPUT_LENGTH",
+    "destination",
     "from_key",
     "from_smpp",
     "in_scope",
@@ -79,6 +93,16 @@ MAX_INPUT_LENGTH: Final = 64
 
 #: Separators people type inside phone numbers; dropped before parsing.
 _SEPARATORS: Final = frozenset(" \t()-./\u00a0")
+
+#: Keypad characters a dial string may start or end with (see the module doc).
+_DECORATIONS: Final = "*#"
+
+#: International dialling prefixes that stand for "+" (longest first).
+_IDD_PREFIXES: Final = ("011", "00")
+
+#: Fewest digits after an IDD prefix: country code plus the shortest
+#: national numbers (so "00123" stays a short code, not "+123").
+_MIN_INTERNATIONAL_DIGITS: Final = 7
 
 _NXX_FIRST: Final = frozenset("23456789")
 
@@ -165,6 +189,7 @@ def _digits_only(raw: str) -> tuple[bool, str]:
         # Full-width digits and '+' (typed on CJK keyboards) become ASCII.
         text = unicodedata.normalize("NFKC", text)
         text = "".join(str(unicodedata.decimal(c)) if c.isdecimal() else c for c in text)
+    text = text.strip(_DECORATIONS).strip()
     plus = text.startswith("+")
     if plus:
         text = text[1:]
@@ -175,6 +200,11 @@ def _digits_only(raw: str) -> tuple[bool, str]:
         if not digits:
             raise _bad(raw, "it has no digits")
         raise _bad(raw, "only digits, spaces, '+', '(', ')', '-', '.' and '/' are allowed")
+    if not plus:
+        for prefix in _IDD_PREFIXES:
+            if (digits.startswith(prefix)
+                    and len(digits) - len(prefix) >= _MIN_INTERNATIONAL_DIGITS):
+                return True, digits[len(prefix):]
     if len(digits) in (5, 6) and digits != text and not plus:
         raise _bad(raw, "too short")
     return plus, digits
@@ -245,8 +275,9 @@ def _from_smpp_uncached(addr: str | bytes, ton: int) -> str:
         )
     if len(text) > MAX_INPUT_LENGTH:
         raise _bad(text, f"longer than {MAX_INPUT_LENGTH} characters")
-    # Fast path: plain digits, the overwhelmingly common case on the wire.
-    if _is_ascii_digits(text):
+    # Fast path: plain digits, the overwhelmingly common case on the wire
+    # (a leading 0 may be an international dialling prefix: slow path).
+    if _is_ascii_digits(text) and text[0] != "0":
         plus, digits = False, text
     elif text.startswith("+") and _is_ascii_digits(text[1:]):
         plus, digits = True, text[1:]
@@ -293,6 +324,29 @@ def from_smpp(addr: str | bytes, ton: int, npi: int) -> str:
     """
     del npi  # informational only, see the module docstring
     return _from_smpp_uncached(addr, ton)
+
+
+#: TONs a carrier routes on; any other label is read as TON 0 (unknown).
+_ROUTED_TONS: Final = frozenset({TON_UNKNOWN, TON_INTERNATIONAL, TON_NATIONAL})
+
+
+@functools.lru_cache(maxsize=_CACHE_SIZE)
+def destination(addr: str | bytes, ton: int, npi: int) -> str:
+    """A submit's destination (``destination_addr`` with its TON and NPI) as
+    the subscriber a carrier would route it to, spelt as `normalize` spells
+    it: a leading ``+``, ``00`` or ``011``, separators, keypad decorations
+    and any TON/NPI label all give the same subscriber, so
+    ``("0014155550123", 1, 1)``, ``("14155550123", 5, 0)``,
+    ``("(415) 555-0123", 0, 0)`` and ``("14155550123#", 4, 9)`` are all
+    ``"+14155550123"``.
+
+    Raises InvalidNumber for anything that is still not a number (letters,
+    junk, an empty or impossible address): the relay refuses those with
+    ESME_RINVDSTADR rather than forward what it cannot check. Cached like
+    `from_smpp` (it runs per submit); errors are not cached.
+    """
+    del npi  # informational only, see the module docstring
+    return _from_smpp_uncached(addr, ton if ton in _ROUTED_TONS else TON_UNKNOWN)
 
 
 def is_short_code(number: str) -> bool:

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from rules import numbers
 from rules.model import InvalidNumber, OutOfScope
 from rules.numbers import (
+    destination,
     from_key,
     from_smpp,
     in_scope,
@@ -313,3 +314,94 @@ def test_scope_by_area_code_memo_never_admits_other_nanp_countries() -> None:
     for number in ("+18765550111", "+12425550111", "+18095550111", "+14415550111"):
         assert not in_scope(number)
     assert in_scope("+14155550999")  # answered from the area-code memo
+
+
+# --- destinations as a carrier routes them (issue 8, hole 3) -----------------------
+
+#: A NANP national number of possible shape: area code and exchange 2-9.
+nanp_nsn = st.from_regex(r"\A[2-9][0-9]{2}[2-9][0-9]{6}\Z", fullmatch=True)
+_SEPARATOR_CHARS = [" ", "-", ".", "(", ")", "/"]
+
+
+@st.composite
+def spellings(draw: st.DrawFn, nsn: str) -> tuple[str, int, int]:
+    """(destination_addr, TON, NPI): one way a sender may address +1 `nsn`
+    that a carrier routes to that subscriber."""
+    national = draw(st.booleans())
+    if national:
+        # Bare 10 digits: North American national format under any TON but
+        # 1, where SMPP says the digits start with the country code.
+        prefix, ton = "", draw(st.sampled_from([0, 2, 3, 4, 5, 6]))
+        digits = nsn
+    else:
+        prefix = draw(st.sampled_from(["", "+", "00", "011"]))
+        ton = draw(st.integers(0, 6))
+        digits = "1" + nsn
+    # Separators anywhere between digits (not inside an IDD prefix).
+    out = []
+    for digit in digits:
+        out.append(digit)
+        if draw(st.integers(0, 4)) == 0:
+            out.append(draw(st.sampled_from(_SEPARATOR_CHARS)))
+    body = "".join(out).strip(" -./()") or digits
+    lead = draw(st.sampled_from(["", "*", "**", "#"]))
+    tail = draw(st.sampled_from(["", "#", "*", "##"]))
+    return lead + prefix + body + tail, ton, draw(st.integers(0, 255))
+
+
+@given(st.data(), nanp_nsn)
+def test_every_routable_spelling_is_decided_as_the_one_subscriber(
+    data: st.DataObject, nsn: str
+) -> None:
+    addr, ton, npi = data.draw(spellings(nsn))
+    expected = "+1" + nsn
+    assert destination(addr.encode(), ton, npi) == expected
+    # HTTP /check and /mo read the same spelling the same way.
+    assert normalize(addr) == expected
+
+
+@pytest.mark.parametrize(
+    ("addr", "ton"),
+    [
+        ("0014155550123", 1), ("01114155550123", 1), ("0014155550123", 2),
+        ("14155550123", 4), ("14155550123", 5), ("14155550123#", 1), ("*14155550123", 1),
+        ("(415) 555-0123", 0), ("+1-415-555-0123", 1), ("4155550123", 5),
+    ],
+)
+def test_the_spellings_of_the_issue(addr: str, ton: int) -> None:
+    assert destination(addr.encode(), ton, 1) == "+14155550123"
+
+
+@pytest.mark.parametrize(
+    ("addr", "ton"),
+    [("", 1), ("ACME", 5), ("1415555O123", 1), ("#31#14155550123", 1),
+     ("14155550123;", 1), ("++14155550123", 1), ("5550123", 4), ("4150550100", 1)],
+)
+def test_destinations_that_are_not_routable_numbers_are_invalid(addr: str, ton: int) -> None:
+    with pytest.raises(InvalidNumber):
+        destination(addr.encode(), ton, 1)
+
+
+def test_short_codes_and_foreign_numbers_keep_their_meaning() -> None:
+    assert destination(b"898211", 4, 0) == "898211"
+    assert destination(b"00123", 1, 1) == "00123"  # too short for an IDD prefix
+    assert destination(b"00442079460958", 0, 0) == "+442079460958"
+    assert destination(b"41445550100", 1, 1) == "+41445550100"  # TON 1: Zurich
+
+
+@given(st.binary(max_size=40), st.integers(0, 255), st.integers(0, 255))
+def test_destination_only_ever_raises_invalid_number(addr: bytes, ton: int, npi: int) -> None:
+    try:
+        result = destination(addr, ton, npi)
+    except InvalidNumber:
+        return
+    # What it accepts is a normalised subscriber whose key round-trips.
+    assert normalize(result) == result
+    assert from_key(to_key(result)) == result
+
+
+@given(nanp_nsn, st.sampled_from([0, 1, 2]))
+def test_plain_digits_read_as_before(nsn: str, ton: int) -> None:
+    """The hot path: clean digit destinations mean what `from_smpp` says."""
+    addr = ("1" + nsn).encode()
+    assert destination(addr, ton, 1) == from_smpp(addr, ton, 1) == "+1" + nsn
