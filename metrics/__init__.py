@@ -166,3 +166,5 @@ class Metrics:
             self.bind_failures.labels(reason)
         for reason in CONNECTION_REFUSAL_REASONS:
             self.connections_refused.labels(reason)
+        for side in ("sender", "upstream"):
+            self.protocol_violations.labels(side)
