@@ -133,6 +133,11 @@ class HttpConfig:
     # /metrics, /healthz and /readyz without a token.
     open_endpoints: bool = True
     max_body_bytes: int = 1 << 20
+    # Seconds a connection has to send a complete request head (request line
+    # and headers); also the idle time after which a kept-alive one closes.
+    header_timeout: float = 10.0
+    # HTTP connections at once; more are answered 503 and closed on arrival.
+    max_connections: int = 256
 
 
 @dataclass(frozen=True)
@@ -368,6 +373,10 @@ def _validate(config: Config, source: str) -> None:
         raise bad("upstream.reply_system_id", "must be at most 15 characters (SMPP limit)")
     if u.reply_password is not None and len(u.reply_password.encode()) > 8:
         raise bad("upstream.reply_password", "must be at most 8 characters (SMPP limit)")
+    if not 0 < config.http.header_timeout <= 3600:
+        raise bad("http.header_timeout", "must be a positive number of seconds (at most 3600)")
+    if not 1 <= config.http.max_connections <= 100000:
+        raise bad("http.max_connections", "must be between 1 and 100000")
     seen_tokens: set[str] = set()
     for i, t in enumerate(config.http.tokens):
         if t.role not in ("admin", "viewer"):

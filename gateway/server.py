@@ -20,6 +20,8 @@ from gateway.config import Config, parse_hostport
 from gateway.enforcement import SmppEnforcer
 from gateway.http.app import make_app
 from gateway.http.auth import ApiToken
+from gateway.http.guard import ConnectionGuard
+from gateway.http.guard import serve as serve_http
 from gateway.proxy import DrainDeadline, RelayContext, Sessions, start_listener
 from gateway.reply_sender import ReplySender
 from metrics import Metrics
@@ -48,6 +50,8 @@ class Sidecar:
         self.replies: ReplySender | None = None
         self._smpp_server: asyncio.Server | None = None
         self._http_runner: web.AppRunner | None = None
+        self._http_server: asyncio.Server | None = None
+        self.http_guard: ConnectionGuard | None = None
         self._ctx: RelayContext | None = None
         self._drain: DrainDeadline | None = None
         self.addresses: Addresses | None = None
@@ -109,14 +113,18 @@ class Sidecar:
             open_endpoints=config.http.open_endpoints,
             max_body_bytes=config.http.max_body_bytes,
         )
-        self._http_runner = web.AppRunner(app, access_log=None)
+        # aiohttp's keep-alive timeout doubles as the head deadline between
+        # requests on one connection (see gateway.http.guard).
+        self._http_runner = web.AppRunner(app, access_log=None,
+                                          keepalive_timeout=config.http.header_timeout)
         await self._http_runner.setup()
         http_host, http_port = parse_hostport(config.http.listen, "http.listen")
-        site = web.TCPSite(self._http_runner, http_host, http_port)
-        await site.start()
-        server = site._server
-        assert isinstance(server, asyncio.Server)
-        http_addr = server.sockets[0].getsockname()[:2]
+        assert self._http_runner.server is not None
+        self._http_server, self.http_guard = await serve_http(
+            self._http_runner.server, http_host, http_port,
+            max_connections=config.http.max_connections,
+            header_timeout=config.http.header_timeout, reuse_address=True)
+        http_addr = self._http_server.sockets[0].getsockname()[:2]
 
         self.addresses = Addresses(smpp_addr, http_addr, upstream, sim_control)
         logs.event(log, "started", smpp=f"{smpp_addr[0]}:{smpp_addr[1]}",
@@ -167,6 +175,8 @@ class Sidecar:
         if self.replies is not None:
             work.append(self.replies.drain(drain))
         await asyncio.gather(*work)
+        if self._http_server is not None:
+            self._http_server.close()
         if self._http_runner is not None:
             await self._http_runner.cleanup()
         if self.simulator is not None:

@@ -88,6 +88,11 @@ class Metrics:
             ["decision"],
             registry=r,
         )
+        self.http_auth_failures = Counter(
+            "optout_http_auth_failures_total",
+            "HTTP API requests with a wrong bearer token.",
+            registry=r,
+        )
         # What an SRE alerts on beyond the contract.
         self.submit_out_of_scope = Counter(
             "optout_submit_out_of_scope_total",

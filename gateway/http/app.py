@@ -8,6 +8,7 @@ service's lifetime and tests build as many apps as they like.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 
 from aiohttp import web
@@ -21,13 +22,15 @@ from gateway.http.context import (
     check_query,
 )
 from gateway.http.errors import error_middleware
+from gateway.http.guard import SERVER_HEADER
 from gateway.http.openapi import build_document
 from gateway.http.routes import API, OPERATIONS, Handler, Operation
 from gateway.http.routes_system import OPENAPI_KEY, STATIC_FILES_KEY, load_static_files
+from gateway.http.throttle import FailureThrottle
 from metrics import Metrics
 from rules.service import OptOutService
 
-__all__ = ["make_app"]
+__all__ = ["SERVER_HEADER", "make_app"]
 
 
 def _always_ready() -> bool:
@@ -53,6 +56,7 @@ async def _no_store(request: web.Request, response: web.StreamResponse) -> None:
     if request.path.startswith("/api/"):
         response.headers.setdefault("Cache-Control", "no-store")
     response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    response.headers["Server"] = SERVER_HEADER
 
 
 def make_app(
@@ -63,12 +67,16 @@ def make_app(
     upstream_ready: Callable[[], bool] = _always_ready,
     open_endpoints: bool = True,
     max_body_bytes: int = 1 << 20,
+    auth_throttle: FailureThrottle | None = None,
+    clock: Callable[[], float] = time.monotonic,
 ) -> web.Application:
     """Build the HTTP application: `/api/v1` (token required), `/` the web
     console, `/metrics`, `/healthz` and `/readyz` (without a token when
     `open_endpoints`, else any valid token).
 
-    Request bodies over `max_body_bytes` get a JSON 413.
+    Request bodies over `max_body_bytes` get a JSON 413. Wrong tokens are
+    counted in `optout_http_auth_failures_total` and limited per client IP
+    by `auth_throttle` (20 a minute unless given; `clock` drives it).
     """
     book = TokenBook(tokens)
     public = frozenset(
@@ -83,7 +91,9 @@ def make_app(
         client_max_size=max_body_bytes,
         middlewares=[
             error_middleware,
-            auth_middleware(book, public_routes=public, read_only_routes=read_only),
+            auth_middleware(book, public_routes=public, read_only_routes=read_only,
+                            throttle=auth_throttle, failures=metrics.http_auth_failures,
+                            clock=clock),
         ],
     )
     app[SERVICE_KEY] = service

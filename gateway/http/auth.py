@@ -13,15 +13,24 @@ can hold viewer tokens.
 
 from __future__ import annotations
 
+import hashlib
 import hmac
+import logging
+import math
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
 from aiohttp import web
 from aiohttp.typedefs import Middleware
+from prometheus_client import Counter
 
+from gateway import logs
 from gateway.http.errors import ApiError
+from gateway.http.throttle import FailureThrottle
+
+log = logging.getLogger("gateway.http.auth")
 
 __all__ = [
     "PRINCIPAL_KEY",
@@ -29,6 +38,7 @@ __all__ = [
     "TokenBook",
     "auth_middleware",
     "principal",
+    "token_hint",
 ]
 
 Role = Literal["admin", "viewer"]
@@ -103,18 +113,36 @@ _UNAUTHORIZED_HEADERS = {"WWW-Authenticate": 'Bearer realm="optout-sidecar"'}
 _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
+def token_hint(presented: str) -> str:
+    """What a log may say about a token that failed: a short hash, so that
+    repeated attempts with one token can be told apart from many tokens,
+    and never the token or a prefix of it (a near-miss of a real token must
+    not leak the real token's first characters)."""
+    digest = hashlib.sha256(presented.encode("utf-8", "surrogateescape")).hexdigest()
+    return f"sha256:{digest[:8]}"
+
+
 def auth_middleware(
     book: TokenBook,
     *,
     public_routes: frozenset[str],
     read_only_routes: frozenset[tuple[str, str]],
+    throttle: FailureThrottle | None = None,
+    failures: Counter | None = None,
+    clock: Callable[[], float] = time.monotonic,
 ) -> Middleware:
     """A middleware that authenticates every route not in `public_routes`
     (route templates such as "/healthz") and refuses writes by viewers.
 
     `read_only_routes` lists (method, route template) pairs that are not GET
     but change nothing, so viewers may call them.
+
+    A wrong token is counted in `failures`, logged (masked, see `token_hint`)
+    and recorded in `throttle` under the peer's IP address; a peer the
+    throttle refuses gets 429 with Retry-After on every route that needs a
+    token, before any token is compared (so a guess cannot succeed either).
     """
+    throttle = throttle if throttle is not None else FailureThrottle()
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -124,6 +152,16 @@ def auth_middleware(
             return await handler(request)
         if template is None and not request.path.startswith("/api/"):
             return await handler(request)  # unknown page: let the router's 404 answer
+        source = request.remote or "unknown"
+        wait = throttle.retry_after(source, clock())
+        if wait > 0:
+            seconds = max(1, math.ceil(wait))
+            raise ApiError(
+                429,
+                "too_many_auth_failures",
+                f"Too many wrong tokens from this address; retry in {seconds} s.",
+                headers={"Retry-After": str(seconds)},
+            )
         presented = _bearer(request)
         if presented is None:
             raise ApiError(
@@ -134,6 +172,12 @@ def auth_middleware(
             )
         token = book.lookup(presented)
         if token is None:
+            if failures is not None:
+                failures.inc()
+            refused = throttle.failed(source, clock())
+            logs.event(log, "http_auth_failed", logging.WARNING, peer=source,
+                       route=template or "<unmatched>", method=request.method,
+                       token=token_hint(presented), throttled=refused)
             raise ApiError(401, "unauthorized", "Unknown token.", headers=_UNAUTHORIZED_HEADERS)
         who = Principal(token.name, token.role)
         if (

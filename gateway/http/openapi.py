@@ -27,6 +27,7 @@ _ERROR_TEXT = {
     413: "Request body too large.",
     422: "Well-formed but invalid: not a US/Canada number or short code, unknown SMS type, "
     "value out of bounds, text holding a lone surrogate (code invalid_text).",
+    429: "Too many wrong tokens from this address (20 a minute); see Retry-After.",
     503: "The store is unavailable; retry later.",
 }
 
@@ -99,6 +100,8 @@ def _operation(op: Operation) -> dict[str, Any]:
     in_api = op.path.startswith(API) and op.access != "public"
     if in_api:
         statuses |= {400, 401, 503}  # query strings are checked; the store may be down
+    if in_api or op.access == "probe":
+        statuses.add(429)  # too many wrong tokens from the client's address
     if op.access == "write":
         statuses.add(403)
     if op.body is not None:
