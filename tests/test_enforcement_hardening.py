@@ -250,3 +250,39 @@ async def test_check_and_mo_over_http_read_the_same_spellings(world: World,
     code, body = await world.api("POST", "/api/v1/check", json={
         "app_id": "1400000001", "sms_type": "marketing", "phone_number": spelling})
     assert code == 200 and body["allowed"] is False, body
+
+
+# --- hole 5: label values come from the configuration, not from clients --------------
+
+
+async def test_submits_from_unconfigured_accounts_share_one_app_id_label(
+    tmp_path: Path,
+) -> None:
+    # Given a sidecar that lets any system_id bind (the carrier decides),
+    world = await start_world(tmp_path / "open", allow_unknown_accounts=True)
+    try:
+        peer = await world.raw()
+        assert (await peer.bind(system_id="guess-1234")).command_status == 0
+
+        # when that stranger submits,
+        for dest in (BOB_DIGITS, "442079460958"):
+            await peer.send(codec.make_pdu(
+                Command.SUBMIT_SM, dest_addr_ton=1, dest_addr_npi=1,
+                destination_addr=dest.encode(), short_message=b"hi"))
+            assert (await peer.read_command(Command.SUBMIT_SM_RESP)).command_status == 0
+        await peer.send(codec.make_pdu(Command.SUBMIT_SM, destination_addr=b"junk"))
+        assert (await peer.read_command(Command.SUBMIT_SM_RESP)).command_status == 0x0B
+        peer.close()
+
+        # then its counts carry app_id "other", never the system_id it chose.
+        r = world.metrics.registry
+        assert r.get_sample_value("optout_submit_total", {
+            "app_id": "other", "sms_type": "marketing", "decision": "allowed"}) == 2
+        assert r.get_sample_value("optout_submit_out_of_scope_total",
+                                  {"app_id": "other"}) == 1
+        assert r.get_sample_value("optout_submit_invalid_destination_total",
+                                  {"app_id": "other"}) == 1
+        labels = {s.labels.get("app_id") for m in r.collect() for s in m.samples}
+        assert "guess-1234" not in labels
+    finally:
+        await stop_world(world)
