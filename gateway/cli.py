@@ -22,7 +22,7 @@ import logging
 import secrets
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from gateway import logs
 from gateway.config import (
@@ -31,6 +31,7 @@ from gateway.config import (
     TokenConfig,
     load_config,
     parse_hostport,
+    resolve_workers,
 )
 
 EXIT_CONFIG = 2
@@ -144,13 +145,28 @@ def _run(args: argparse.Namespace) -> int:
     config = _load(args.config)
     logs.configure(config.logging.level, unmask=config.logging.unmask)
     config, token = demo_config(config)
-    return asyncio.run(_serve(config, token))
+    workers = resolve_workers(config.smpp.workers)
+    if workers > 1:
+        from gateway.workers import supervise
+
+        return supervise(config, token, workers,
+                         lambda resolved: _banner(resolved, token, workers=workers))
+    return serve(config, token)
 
 
-async def _serve(config: Config, token: str | None) -> int:
+def serve(config: Config, token: str | None,
+          worker: Callable[[], None] | None = None) -> int:
+    """Run one sidecar until SIGTERM; its exit status. `worker`: this process
+    is one of several (gateway.workers): it binds the shared ports, prints no
+    banner and calls `worker()` once it listens."""
+    return asyncio.run(_serve(config, token, worker))
+
+
+async def _serve(config: Config, token: str | None,
+                 worker: Callable[[], None] | None = None) -> int:
     from gateway.server import Sidecar
 
-    sidecar = Sidecar(config)
+    sidecar = Sidecar(config, reuse_port=worker is not None)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
 
@@ -159,7 +175,9 @@ async def _serve(config: Config, token: str | None) -> int:
             sidecar.hurry()  # a second signal: do not wait for the drain
         stop.set()
 
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    # A worker stops on its supervisor's SIGTERM only (SIGINT is the
+    # terminal's, sent to the whole group: the supervisor passes it on).
+    for sig in (signal.SIGTERM,) if worker else (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, on_signal)
     # SIGUSR1 logs one `stats` line (tasks, sessions, outstanding requests):
     # how an operator, or the fault suite, checks for leaks in a live process.
@@ -174,29 +192,50 @@ async def _serve(config: Config, token: str | None) -> int:
     service = sidecar.service
     if sidecar.simulator is not None and service and not await service.list_addresses():
         await service.create_address(DEMO_INBOUND, "Demo toll-free number")
-    smpp = f"{addrs.smpp[0]}:{addrs.smpp[1]}"
-    http = f"http://{addrs.http[0]}:{addrs.http[1]}"
+    if worker is not None:
+        worker()
+    else:
+        smpp = f"{addrs.smpp[0]}:{addrs.smpp[1]}"
+        http = f"{addrs.http[0]}:{addrs.http[1]}"
+        print(_banner_lines(config, token, smpp, http, addrs.upstream,
+                            simulated=sidecar.simulator is not None,
+                            simulator_control=addrs.simulator_control), flush=True)
+    await stop.wait()
+    await sidecar.stop(config.smpp.drain_timeout)
+    return 0
+
+
+def _banner_lines(config: Config, token: str | None, smpp: str, http: str,
+                  upstream: tuple[str, int], *, simulated: bool = False,
+                  simulator_control: tuple[str, int] | None = None,
+                  workers: int = 1) -> str:
+    """What `run` prints once listening (scripts and tests read the ports)."""
     lines = [
-        "optout-sidecar is running.",
+        "optout-sidecar is running."
+        + (f" {workers} worker processes share its ports." if workers > 1 else ""),
         f"  SMPP: point your binds at {smpp}"
         + (" (any system_id and password)" if config.smpp.allow_unknown_accounts else ""),
-        f"  carrier: {addrs.upstream[0]}:{addrs.upstream[1]}"
-        + (" (bundled simulator)" if sidecar.simulator is not None else ""),
-        f"  console and API: {http}/   metrics: {http}/metrics",
+        f"  carrier: {upstream[0]}:{upstream[1]}" + (" (bundled simulator)" if simulated else ""),
+        f"  console and API: http://{http}/   metrics: http://{http}/metrics",
     ]
     if token is not None:
         lines.append(f"  admin token (this run only): {token}")
-    if addrs.simulator_control is not None:
-        host, port = addrs.simulator_control
+    if simulator_control is not None:
+        host, port = simulator_control
         lines.append(
             f"  send an MO from a phone: curl -X POST http://{host}:{port}/mo "
             f"""-d '{{"from": "+14155550123", "to": "{DEMO_INBOUND}", "text": "STOP"}}'"""
         )
     lines.append("Stop with Ctrl-C.")
-    print("\n".join(lines), flush=True)
-    await stop.wait()
-    await sidecar.stop(config.smpp.drain_timeout)
-    return 0
+    return "\n".join(lines)
+
+
+def _banner(config: Config, token: str | None, *, workers: int) -> None:
+    """The supervisor's banner: the same lines, with the ports it reserved."""
+    assert config.upstream.address is not None  # workers > 1 needs a carrier
+    print(_banner_lines(config, token, config.smpp.listen, config.http.listen,
+                        parse_hostport(config.upstream.address, "upstream.address"),
+                        workers=workers), flush=True)
 
 
 def _carrier_sim(args: argparse.Namespace) -> int:

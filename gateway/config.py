@@ -10,6 +10,7 @@ file from the one line the CLI prints.
 from __future__ import annotations
 
 import dataclasses
+import os
 import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -69,6 +70,24 @@ def is_placeholder_token(token: str) -> bool:
     return lower in PLACEHOLDER_TOKENS or any(word in lower for word in _PLACEHOLDER_WORDS)
 
 
+#: Upper bound of `[smpp] workers` (a typo such as 1000 must not fork-bomb a host).
+MAX_WORKERS = 256
+
+
+def resolve_workers(value: int | str) -> int:
+    """The number of worker processes `[smpp] workers` asks for: "auto" is the
+    cores this process may run on (its CPU affinity, which a container's
+    cpuset narrows), not the host's core count."""
+    if value == "auto":
+        try:
+            cores = len(os.sched_getaffinity(0))
+        except (AttributeError, OSError):  # not Linux
+            cores = os.cpu_count() or 1
+        return max(1, min(cores, MAX_WORKERS))
+    assert isinstance(value, int)
+    return value
+
+
 @dataclass(frozen=True)
 class SmppConfig:
     listen: str = "127.0.0.1:2775"
@@ -92,6 +111,9 @@ class SmppConfig:
     bind_timeout: float = 10.0
     # SIGTERM: seconds to wait for outstanding work before closing (0 = close at once).
     drain_timeout: float = 10.0
+    # Processes sharing the listeners (gateway.workers): an integer, or "auto"
+    # for the cores this process may run on. 1 = one process, no supervisor.
+    workers: int | str = 1
     allow_unknown_accounts: bool = False
     forward_mo: bool = True
     # Status answered for a blocked submit: permanent by design (NOTES 2).
@@ -303,6 +325,8 @@ def _check_type(value: Any, annotation: str, where: str, source: str) -> Any:
         ok = isinstance(value, bool)
     elif base == "int":
         ok = isinstance(value, int) and not isinstance(value, bool)
+    elif base == "int | str":  # an integer or a keyword such as "auto"
+        ok = isinstance(value, int | str) and not isinstance(value, bool)
     elif base == "float":
         ok = isinstance(value, int | float) and not isinstance(value, bool)
         value = float(value) if ok else value
@@ -315,7 +339,8 @@ def _check_type(value: Any, annotation: str, where: str, source: str) -> Any:
         raise AssertionError(f"unhandled config type {annotation}")
     if not ok:
         expected = {"str": "a string", "bool": "true or false", "int": "an integer",
-                    "float": "a number"}.get(base, "a table of strings")
+                    "float": "a number", "int | str": 'an integer or "auto"',
+                    }.get(base, "a table of strings")
         hint = " (or omit it)" if optional else ""
         raise ConfigError(f"{source}: {where} must be {expected}{hint}, got {value!r}")
     return value
@@ -347,6 +372,15 @@ def _validate(config: Config, source: str) -> None:
             raise bad(f"smpp.{key}", "must be a positive number of seconds")
     if not 0 <= s.drain_timeout <= 3600:
         raise bad("smpp.drain_timeout", "must be between 0 and 3600 seconds")
+    if isinstance(s.workers, str) and s.workers != "auto":
+        raise bad("smpp.workers", f'must be a number of processes or "auto", got {s.workers!r}')
+    if isinstance(s.workers, int) and not 1 <= s.workers <= MAX_WORKERS:
+        raise bad("smpp.workers", f"must be between 1 and {MAX_WORKERS}")
+    if s.workers != 1 and config.upstream.address is None:
+        # The bundled simulator is one process's carrier: several workers
+        # would each start one on the same ports.
+        raise bad("smpp.workers", "above 1 needs [upstream] address (the bundled carrier "
+                                  "simulator runs in a single process)")
     if s.blocked_mode not in ("reject", "receipt"):
         raise bad("smpp.blocked_mode", f'must be "reject" or "receipt", got {s.blocked_mode!r}')
     if s.blocked_status in (0, 0x08, 0x14, 0x58, 0x64) or not 0 < s.blocked_status <= 0xFFFFFFFF:

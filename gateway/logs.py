@@ -16,6 +16,8 @@ from collections.abc import Callable
 from typing import Any
 
 _unmask = False
+# Fields every line carries (a worker's number and pid with `[smpp] workers`).
+_context: dict[str, Any] = {}
 
 
 def configure(level: str = "INFO", *, unmask: bool = False) -> None:
@@ -29,6 +31,11 @@ def configure(level: str = "INFO", *, unmask: bool = False) -> None:
     # aiohttp's access log repeats what our own events say, with full URLs
     # that can hold phone numbers (e.g. /unsubscribed/{address}/{number}).
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+
+
+def set_context(**fields: Any) -> None:
+    """Add `fields` to every log line of this process (e.g. which worker)."""
+    _context.update(fields)
 
 
 def configure_masking(*, unmask: bool) -> None:
@@ -98,6 +105,8 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "event": record.getMessage(),
         }
+        if _context:
+            out.update(_context)
         fields = getattr(record, "fields", None)
         if fields:
             out.update(fields)

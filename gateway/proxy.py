@@ -731,7 +731,8 @@ def _text(value: object) -> str:
 
 
 async def start_listener(
-    ctx: RelayContext, host: str, port: int, tls: ssl.SSLContext | None = None
+    ctx: RelayContext, host: str, port: int, tls: ssl.SSLContext | None = None,
+    *, reuse_port: bool = False,
 ) -> asyncio.Server:
     """Accept sender connections; each gets a ProxySession. Past
     `[smpp] max_connections` a connection is closed at once, so a client
@@ -746,7 +747,10 @@ async def start_listener(
             return _Refused(ctx)
         return ProxySession(ctx).sender
 
-    return await loop.create_server(accept, host, port, ssl=tls)
+    # reuse_port: worker processes each bind the same port and the kernel
+    # spreads new connections over them (gateway.workers).
+    return await loop.create_server(accept, host, port, ssl=tls,
+                                    reuse_port=reuse_port or None)
 
 
 def _connection_refused(ctx: RelayContext, reason: str, source: str) -> None:

@@ -41,8 +41,13 @@ class Addresses:
 class Sidecar:
     """One running sidecar. `await start()`, then `await stop()`."""
 
-    def __init__(self, config: Config, *, metrics: Metrics | None = None) -> None:
+    def __init__(self, config: Config, *, metrics: Metrics | None = None,
+                 reuse_port: bool = False) -> None:
+        """`reuse_port`: bind the SMPP and HTTP ports with SO_REUSEPORT, as
+        each of several worker processes does (gateway.workers)."""
         self.config = config
+        self.reuse_port = reuse_port
+        self._refresher: asyncio.Task[None] | None = None
         self.metrics = metrics if metrics is not None else Metrics()
         self.service: OptOutService | None = None
         self.sessions = Sessions()
@@ -63,7 +68,8 @@ class Sidecar:
             program=ProgramInfo(name=config.program.name, contact=config.program.contact),
         )
         service = self.service
-        self.metrics.unsubscribed.set_function(lambda: float(service.unsubscribed_count()))
+        self.metrics.track(self.metrics.unsubscribed,
+                           lambda: float(service.unsubscribed_count()))
 
         sim_control: tuple[str, int] | None = None
         if config.upstream.address is None:
@@ -98,11 +104,12 @@ class Sidecar:
         self._ctx = ctx
         self.replies = ReplySender(ctx, service)
         replies = self.replies
-        self.metrics.upstream_up.set_function(lambda: float(replies.upstream_bound))
+        self.metrics.track(self.metrics.upstream_up, lambda: float(replies.upstream_bound))
         await self.replies.start()
 
         host, port = parse_hostport(config.smpp.listen, "smpp.listen")
-        self._smpp_server = await start_listener(ctx, host, port, listener_tls(config))
+        self._smpp_server = await start_listener(ctx, host, port, listener_tls(config),
+                                                 reuse_port=self.reuse_port)
         smpp_addr = self._smpp_server.sockets[0].getsockname()[:2]
 
         app = make_app(
@@ -123,14 +130,27 @@ class Sidecar:
         self._http_server, self.http_guard = await serve_http(
             self._http_runner.server, http_host, http_port,
             max_connections=config.http.max_connections,
-            header_timeout=config.http.header_timeout, reuse_address=True)
+            header_timeout=config.http.header_timeout, reuse_address=True,
+            reuse_port=self.reuse_port or None)
         http_addr = self._http_server.sockets[0].getsockname()[:2]
 
+        if self.metrics.multiprocess_dir is not None:
+            self._refresher = asyncio.create_task(self._refresh_metrics())
         self.addresses = Addresses(smpp_addr, http_addr, upstream, sim_control)
         logs.event(log, "started", smpp=f"{smpp_addr[0]}:{smpp_addr[1]}",
                    http=f"{http_addr[0]}:{http_addr[1]}", upstream=f"{upstream[0]}:{upstream[1]}",
                    simulator=self.simulator is not None)
         return self.addresses
+
+    async def _refresh_metrics(self) -> None:
+        """Workers: write the computed gauges every second, so a scrape of any
+        worker sees this one's (multiprocess files hold only what was set)."""
+        while True:
+            try:
+                self.metrics.refresh()
+            except Exception:  # a store read failing must not end the refreshes
+                log.exception("could not refresh the computed metrics")
+            await asyncio.sleep(1.0)
 
     def upstream_ready(self) -> bool:
         """Ready when a carrier leg is bound, or (before any sender bound) when
@@ -164,6 +184,8 @@ class Sidecar:
         seconds from now (less a reserve for closing the store), then close."""
         if self._smpp_server is not None:
             self._smpp_server.close()
+        if self._refresher is not None:
+            self._refresher.cancel()
         # Closing the store and the interpreter take the rest; under load that
         # can be a few hundred ms, and exiting late breaks the promise.
         reserve = min(1.0, drain_timeout / 4)

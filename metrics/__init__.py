@@ -4,11 +4,30 @@ Every component receives a `Metrics` object instead of importing globals, so
 a test builds its own with a fresh `CollectorRegistry` and asserts with
 `registry.get_sample_value(...)`. Label values are never phone numbers or
 message text (SPEC section 4).
+
+With `[smpp] workers` above 1 each worker process writes its values to
+prometheus-client's multiprocess files (PROMETHEUS_MULTIPROC_DIR, set by the
+supervisor before any worker starts) and `/metrics` on any worker reads all
+of them (`Metrics.exposition`): counters and histograms add up across
+workers, each gauge says how its workers' values combine (`multiprocess_mode`).
+Gauges computed on demand (`track`) are written by `refresh`, since another
+worker's scrape cannot call this process's functions.
 """
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+import os
+from collections.abc import Callable
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+from prometheus_client.multiprocess import MultiProcessCollector
 
 __all__ = ["BIND_FAILURE_REASONS", "CONNECTION_REFUSAL_REASONS", "Metrics"]
 
@@ -41,8 +60,15 @@ _DECISION_BUCKETS = (
 class Metrics:
     """All metrics of one sidecar process, registered in `registry`."""
 
+    #: The exposition format's content type, for `/metrics`.
+    content_type = CONTENT_TYPE_LATEST
+
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
+        # Set by the supervisor for its workers only; a test's own Metrics
+        # (no such variable) reads its own registry.
+        self.multiprocess_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
+        self._tracked: list[tuple[Gauge, Callable[[], float]]] = []
         r = self.registry
         # SPEC section 4 (names and labels are a stable contract).
         self.submit = Counter(
@@ -62,12 +88,16 @@ class Metrics:
             "optout_unsubscribed_numbers",
             "(number, inbound address) pairs currently unsubscribed.",
             registry=r,
+            # Every worker follows the same store: the latest value any live
+            # worker wrote (they differ only while a change is < 1 s old).
+            multiprocess_mode="livemostrecent",
         )
         self.sessions = Gauge(
             "optout_sessions",
             "Bound SMPP sessions, by side (sender/upstream/reply) and bind type.",
             ["side", "bind_type"],
             registry=r,
+            multiprocess_mode="livesum",  # sessions of all live workers
         )
         self.pdus = Counter(
             "optout_pdus_total",
@@ -111,6 +141,7 @@ class Metrics:
             "optout_upstream_up",
             "1 while at least one upstream session to the carrier is bound.",
             registry=r,
+            multiprocess_mode="livemax",  # any live worker bound
         )
         self.store_errors = Counter(
             "optout_store_errors_total",
@@ -146,6 +177,8 @@ class Metrics:
             "optout_replies_pending",
             "Auto-replies waiting in the store for an upstream session.",
             registry=r,
+            # One shared outbox, seen by every worker's reply sender.
+            multiprocess_mode="livemax",
         )
         self.bind_failures = Counter(
             "optout_bind_failures_total",
@@ -173,3 +206,27 @@ class Metrics:
             self.connections_refused.labels(reason)
         for side in ("sender", "upstream"):
             self.protocol_violations.labels(side)
+
+    def track(self, gauge: Gauge, read: Callable[[], float]) -> None:
+        """Make `gauge` show `read()`: computed at scrape time in one process;
+        written by `refresh` when workers share multiprocess files."""
+        if self.multiprocess_dir is None:
+            gauge.set_function(read)
+        else:
+            self._tracked.append((gauge, read))
+
+    def refresh(self) -> None:
+        """Write the tracked gauges' current values (workers call it every
+        second and before each scrape)."""
+        for gauge, read in self._tracked:
+            gauge.set(read())
+
+    def exposition(self) -> bytes:
+        """The text `/metrics` serves: this registry, or with workers every
+        worker's values from the multiprocess directory."""
+        if self.multiprocess_dir is None:
+            return generate_latest(self.registry)
+        self.refresh()
+        merged = CollectorRegistry()
+        MultiProcessCollector(merged, path=self.multiprocess_dir)  # type: ignore[no-untyped-call]
+        return generate_latest(merged)

@@ -9,7 +9,6 @@ from importlib import resources
 from typing import Any
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from gateway.http.context import UPSTREAM_READY_KEY, metrics, service
 
@@ -74,9 +73,7 @@ async def prometheus_metrics(request: web.Request) -> web.Response:
         m.unsubscribed.set(service(request).unsubscribed_count())
     except Exception:
         log.exception("could not read the unsubscribed count for /metrics")
-    return web.Response(
-        body=generate_latest(m.registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
-    )
+    return web.Response(body=m.exposition(), headers={"Content-Type": m.content_type})
 
 
 async def healthz(request: web.Request) -> web.Response:
