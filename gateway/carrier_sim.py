@@ -224,6 +224,8 @@ class _Session:
         system_id = pdu.get_str("system_id")
         status = self.sim.config.bind_status or self.sim.check_credentials(
             system_id, pdu.get_str("password"))
+        if len(self.sim.bind_log) < 10_000:
+            self.sim.bind_log.append((time.monotonic(), system_id, status))
         if status != S.ESME_ROK:
             logs.event(log, "sim.bind_refused", logging.INFO, peer=self.peer,
                        system_id=system_id, status=status_name(status))
@@ -349,6 +351,8 @@ class CarrierSim:
         self.submit_count = 0
         #: Bind requests received (accepted or refused), and unbinds from clients.
         self.bind_attempts = 0
+        #: (monotonic time, system_id, status) of the first 10,000 bind requests.
+        self.bind_log: list[tuple[float, str, int]] = []
         self.unbinds_received = 0
         self._message_ids = itertools.count(secrets.randbelow(1 << 24) << 8)
         self._known_ids: set[str] = set()

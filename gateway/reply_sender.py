@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import time
 
 from gateway import logs
@@ -31,6 +32,11 @@ from rules.service import OptOutService
 log = logging.getLogger("optout.replies")
 
 _RETRY_SECONDS = 2.0
+# The reply bind's reconnection backoff: 1 s after the first failure, doubling
+# to 30 s, with up to 20 % jitter so a fleet does not retry in step; reset
+# once a bind succeeds. (Carriers lock out system_ids that retry too fast.)
+_BACKOFF_FIRST = 1.0
+_BACKOFF_MAX = 30.0
 _PROBE_SECONDS = 2.0
 _DRAIN_POLL = 0.05
 
@@ -72,6 +78,7 @@ class _ReplyBind:
         self._on_change = on_change
         self._tasks: set[asyncio.Task[None]] = set()
         self._next_attempt = 0.0
+        self._backoff = 0.0
         # Stopping (SIGTERM): MOs are handed back (0x64) for the carrier to
         # redeliver, so the store's queue of commits empties before the end.
         self.draining = False
@@ -109,11 +116,17 @@ class _ReplyBind:
         logs.event(log, "reply_bind_closed", reason=reason)
         self._on_change.set()
 
+    def retry_in(self) -> float:
+        """Seconds until the next bind attempt may be made."""
+        return max(0.0, self._next_attempt - time.monotonic())
+
     async def connect(self) -> bool:
         now = time.monotonic()
         if now < self._next_attempt:
             return False  # a carrier that refuses us is not asked again at once
-        self._next_attempt = now + _RETRY_SECONDS
+        # Until this attempt succeeds, the next one waits out the backoff.
+        self._backoff = min(_BACKOFF_MAX, max(_BACKOFF_FIRST, self._backoff * 2))
+        self._next_attempt = now + self._backoff * random.uniform(0.8, 1.0)
         ctx = self.ctx
         up = ctx.config.upstream
         smpp = ctx.config.smpp
@@ -126,6 +139,7 @@ class _ReplyBind:
         ))
         link = await connect_upstream(ctx, self)
         if link is None:
+            logs.event(log, "reply_bind_retry", retry_in=round(self.retry_in(), 2))
             return False
         self.link = link
         try:
@@ -135,10 +149,12 @@ class _ReplyBind:
             resp = None
         if resp is None or resp.command_status != 0:
             status = "timeout" if resp is None else f"{resp.command_status:#x}"
-            logs.event(log, "reply_bind_refused", logging.WARNING, status=status)
+            logs.event(log, "reply_bind_refused", logging.WARNING, status=status,
+                       retry_in=round(self.retry_in(), 2))
             link.close("reply bind refused")
             return False
         self.bound = True
+        self._backoff = 0.0
         ctx.metrics.sessions.labels("reply", "trx").inc()
         logs.event(log, "reply_bind_up")
         return True
@@ -233,8 +249,15 @@ class ReplySender:
             # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow the
             # cancellation that stop() sends when the event fires at that moment.
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(_RETRY_SECONDS):
+                async with asyncio.timeout(self._next_wake()):
                     await self._wake.wait()
+
+    def _next_wake(self) -> float:
+        """How long to sleep when nothing wakes us: the retry interval, or
+        less when the reply bind's next attempt is due sooner."""
+        if self._own is not None and not self._own.bound:
+            return min(_RETRY_SECONDS, max(0.01, self._own.retry_in()))
+        return _RETRY_SECONDS
 
     async def _drain(self) -> None:
         if self._own is not None and not self._own.bound:

@@ -499,6 +499,9 @@ class SqliteTx:
         return changed > 0
 
 
+#: How long /readyz's write probe waits for the write lock.
+_PROBE_BUSY_MS = 200
+
 _DB_ERRORS: tuple[type[Exception], ...] = (sqlite3.Error, OSError)
 # aiosqlite raises a bare ValueError on a closed connection.
 _DB_OR_CLOSED_ERRORS: tuple[type[Exception], ...] = (sqlite3.Error, OSError, ValueError)
@@ -545,6 +548,7 @@ class SqliteStore:
         self._closed = False
         self._feed: FeedSink | None = None
         self._identity = self._file_identity()
+        self._busy_timeout_ms = 5000
 
     def _file_identity(self) -> tuple[int, int] | None:
         """(device, inode) of the database file; None for :memory: or gone."""
@@ -596,6 +600,7 @@ class SqliteStore:
         return store
 
     async def _configure(self, busy_timeout_ms: int) -> None:
+        self._busy_timeout_ms = int(busy_timeout_ms)
         try:
             # busy_timeout first, so the journal-mode switch waits for others too.
             await self._conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
@@ -720,14 +725,35 @@ class SqliteStore:
         await asyncio.sleep(min(timeout, POLL_SECONDS))
 
     async def ping(self) -> bool:
-        """True when a trivial query round-trips."""
+        """True when the store can take a commit now: a trivial query
+        round-trips and the write lock can be had. Reads alone would pass
+        while another process holds the database locked (WAL lets readers
+        through), yet every MO would then be answered 0x64."""
         try:
             async with self.reading() as tx:
                 await tx._one("SELECT 1")
             self._check_file()
-            return True
         except StoreUnavailable:
             return False
+        return await self._can_write()
+
+    async def _can_write(self) -> bool:
+        """Take the write lock and give it back at once, waiting at most
+        `_PROBE_BUSY_MS` for it (not the full busy timeout writes wait)."""
+        if self._closed:
+            return False
+        async with self._lock:
+            try:
+                await self._conn.execute(f"PRAGMA busy_timeout = {_PROBE_BUSY_MS}")
+                try:
+                    await self._conn.execute("BEGIN IMMEDIATE")
+                    await self._conn.execute("ROLLBACK")
+                finally:
+                    await self._conn.execute(f"PRAGMA busy_timeout = {self._busy_timeout_ms}")
+            except _DB_OR_CLOSED_ERRORS:
+                await self._rollback_quietly()
+                return False
+        return True
 
     async def close(self) -> None:
         if self._closed:

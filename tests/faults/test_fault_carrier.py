@@ -4,6 +4,7 @@ raw socket and the carrier simulator, and the carrier misbehaves."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -11,7 +12,19 @@ from pathlib import Path
 import pytest
 
 from gateway.carrier_sim import CarrierSim, SimConfig
-from tests.faults.harness import Esme, Pump, SidecarProcess, record, rerun, scaled, sidecar_toml
+from rules.service import OptOutService
+from tests.faults.harness import (
+    INBOUND,
+    Esme,
+    Pump,
+    SidecarProcess,
+    http_request,
+    record,
+    rerun,
+    scaled,
+    sidecar_toml,
+    wait_until,
+)
 
 WINDOW = 64
 
@@ -197,3 +210,86 @@ async def test_throttled_carrier_0x58_reaches_the_sender_unchanged_and_is_never_
         rerun("test_fault_carrier.py -k throttled"),
         submits=n, carrier_saw=n,
     )
+
+
+async def test_carrier_that_refuses_then_restarts_binds_pass_back_and_confirmations_follow(
+    tmp_path: Path, carrier: CarrierSim
+) -> None:
+    # Given a sidecar with its own reply bind, and a carrier refusing every bind
+    db = tmp_path / "optout.db"
+    service = await OptOutService.open(f"sqlite:///{db}")
+    await service.create_address(INBOUND, "toll-free")
+    await service.close()
+    carrier.config.bind_status = 0x0E  # ESME_RINVPASWD
+    port = carrier.port
+    sidecar = await SidecarProcess.start(tmp_path, sidecar_toml(
+        db, port, upstream={"reply_system_id": "optout", "reply_password": "optoutpw"}))
+    try:
+        # When a sender binds, it gets the carrier's own status back
+        esme = await Esme.connect(sidecar.smpp)
+        assert await esme.bind() == 0x0E
+        # and a STOP arriving meanwhile (over HTTP) is committed, its
+        # confirmation queued, since no carrier session can carry it
+        status, body = await http_request("POST", sidecar.http + "/api/v1/mo",
+                                          {"from": "+14155550101", "to": INBOUND,
+                                           "text": "STOP"})
+        assert status == 200 and body["action"] == "opt_out"
+        # while the reply bind retries with a growing backoff
+        await wait_until(lambda: len(reply_binds(carrier)) >= 3, timeout=15)
+        times = [t for t, _, _ in reply_binds(carrier)]
+        gaps = [b - a for a, b in itertools.pairwise(times)]
+        assert gaps[1] > 1.5 * gaps[0], gaps
+        # When the carrier accepts binds again
+        carrier.config.bind_status = 0
+        # Then the reply bind comes back and the queued confirmation goes out
+        await wait_until(lambda: destinations(carrier).count("14155550101") == 1, timeout=20)
+        back_after = time.monotonic() - times[-1]
+        # When the carrier restarts (its process dies and comes back on its port)
+        before = len(reply_binds(carrier))
+        await carrier.stop()
+        restarted = CarrierSim(SimConfig(port=port, max_records=1000))
+        await restarted.start()
+        restarted_at = time.monotonic()
+        try:
+            # Then the reply bind reconnects by itself, a sender can bind
+            # again, and confirmations flow through the new carrier session
+            await restarted.wait_for_sessions(1, timeout=15)
+            esme2 = await Esme.connect(sidecar.smpp)
+            assert await esme2.bind() == 0
+            status, _ = await http_request("POST", sidecar.http + "/api/v1/mo",
+                                           {"from": "+14155550102", "to": INBOUND,
+                                            "text": "STOP"})
+            assert status == 200
+            await wait_until(lambda: "14155550102" in destinations(restarted), timeout=15)
+            reconnect = reply_binds(restarted)[0][0]
+        finally:
+            await restarted.stop()
+    finally:
+        await sidecar.kill()
+    assert before >= 4
+    record(
+        "carrier refuses binds",
+        "the sender's bind gets the carrier's status; the reply bind reconnects with backoff; "
+        "queued confirmations go out after",
+        f"sender's bind answered 0x0E as the carrier did; reply bind retried after "
+        f"{', '.join(f'{g:.1f}' for g in gaps)} s; the queued confirmation went out "
+        f"{back_after:.1f} s after the last refusal, once the carrier accepted",
+        rerun("test_fault_carrier.py -k refuses_then_restarts"),
+        gaps=gaps,
+    )
+    record(
+        "carrier restarts",
+        "the reply bind reconnects; senders bind again; confirmations go out after",
+        f"reply bind back {reconnect - restarted_at:.1f} s after the carrier "
+        "came back; a new sender bind got 0; the next confirmation went out through the "
+        "new session",
+        rerun("test_fault_carrier.py -k refuses_then_restarts"),
+    )
+
+
+def reply_binds(carrier: CarrierSim) -> list[tuple[float, str, int]]:
+    return [entry for entry in carrier.bind_log if entry[1] == "optout"]
+
+
+def destinations(carrier: CarrierSim) -> list[str]:
+    return [p.get_str("destination_addr") for p in carrier.received]
