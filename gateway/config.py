@@ -158,6 +158,8 @@ class HttpConfig:
     # Seconds a connection has to send a complete request head (request line
     # and headers); also the idle time after which a kept-alive one closes.
     header_timeout: float = 10.0
+    # Seconds a client has to send a request body once its head arrived.
+    body_timeout: float = 30.0
     # HTTP connections at once; more are answered 503 and closed on arrival.
     max_connections: int = 256
 
@@ -409,6 +411,8 @@ def _validate(config: Config, source: str) -> None:
         raise bad("upstream.reply_password", "must be at most 8 characters (SMPP limit)")
     if not 0 < config.http.header_timeout <= 3600:
         raise bad("http.header_timeout", "must be a positive number of seconds (at most 3600)")
+    if not 0 < config.http.body_timeout <= 3600:
+        raise bad("http.body_timeout", "must be a positive number of seconds (at most 3600)")
     if not 1 <= config.http.max_connections <= 100000:
         raise bad("http.max_connections", "must be between 1 and 100000")
     seen_tokens: set[str] = set()

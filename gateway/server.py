@@ -119,6 +119,7 @@ class Sidecar:
             upstream_ready=self.upstream_ready,
             open_endpoints=config.http.open_endpoints,
             max_body_bytes=config.http.max_body_bytes,
+            body_timeout=config.http.body_timeout,
         )
         # aiohttp's keep-alive timeout doubles as the head deadline between
         # requests on one connection (see gateway.http.guard).

@@ -147,9 +147,10 @@ async def listen(service: OptOutService) -> AsyncIterator[Callable[..., object]]
     """Start the real app behind the guard on a loopback port."""
     started: list[tuple[web.AppRunner, asyncio.Server]] = []
 
-    async def start(*, max_connections: int = 100, header_timeout: float = 0.5) -> Listener:
-        runner = web.AppRunner(make_app(service, Metrics(), TOKENS), access_log=None,
-                               keepalive_timeout=header_timeout)
+    async def start(*, max_connections: int = 100, header_timeout: float = 0.5,
+                    body_timeout: float = 30.0) -> Listener:
+        app = make_app(service, Metrics(), TOKENS, body_timeout=body_timeout)
+        runner = web.AppRunner(app, access_log=None, keepalive_timeout=header_timeout)
         await runner.setup()
         assert runner.server is not None
         server, guard = await serve(runner.server, "127.0.0.1", 0,
@@ -238,6 +239,31 @@ async def test_a_kept_alive_connection_dripping_its_next_request_is_closed(
     started = time.monotonic()
     await read_until_closed(reader, 3.0)
     assert time.monotonic() - started < 2.5
+    stop.set()
+    await slow
+    writer.close()
+
+
+async def test_a_body_dripped_slower_than_the_body_timeout_gets_408(
+    listen: ListenerFactory,
+) -> None:
+    # Given a 0.5 s body timeout, and a client whose headers arrive at once
+    # but whose 200-byte body comes a byte every 50 ms,
+    listener = await listen(header_timeout=5.0, body_timeout=0.5)
+    reader, writer = await listener.connect()
+    body = b'{"address": "+14155550100", "description": "' + b"x" * 150 + b'"}'
+    writer.write(b"POST /api/v1/inbound-addresses HTTP/1.1\r\nHost: x\r\n"
+                 b"Authorization: Bearer " + ADMIN.token.encode() + b"\r\n"
+                 b"Content-Type: application/json\r\n"
+                 b"Content-Length: %d\r\n\r\n" % len(body))
+    stop = asyncio.Event()
+    slow = asyncio.create_task(drip(writer, body, 0.05, stop))
+
+    # then it is answered 408 in the JSON error shape well before the body is done.
+    started = time.monotonic()
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 3.0)
+    assert head.startswith(b"HTTP/1.1 408 "), head
+    assert time.monotonic() - started < 2.0
     stop.set()
     await slow
     writer.close()

@@ -27,6 +27,7 @@ from gateway.http.openapi import build_document
 from gateway.http.routes import API, OPERATIONS, Handler, Operation
 from gateway.http.routes_system import OPENAPI_KEY, STATIC_FILES_KEY, load_static_files
 from gateway.http.throttle import FailureThrottle
+from gateway.http.validation import BODY_TIMEOUT_KEY
 from metrics import Metrics
 from rules.service import OptOutService
 
@@ -69,12 +70,14 @@ def make_app(
     max_body_bytes: int = 1 << 20,
     auth_throttle: FailureThrottle | None = None,
     clock: Callable[[], float] = time.monotonic,
+    body_timeout: float = 30.0,
 ) -> web.Application:
     """Build the HTTP application: `/api/v1` (token required), `/` the web
     console, `/metrics`, `/healthz` and `/readyz` (without a token when
     `open_endpoints`, else any valid token).
 
-    Request bodies over `max_body_bytes` get a JSON 413. Wrong tokens are
+    Request bodies over `max_body_bytes` get a JSON 413, bodies that take
+    longer than `body_timeout` seconds to arrive a JSON 408. Wrong tokens are
     counted in `optout_http_auth_failures_total` and limited per client IP
     by `auth_throttle` (20 a minute unless given; `clock` drives it).
     """
@@ -96,6 +99,7 @@ def make_app(
                             clock=clock),
         ],
     )
+    app[BODY_TIMEOUT_KEY] = body_timeout
     app[SERVICE_KEY] = service
     app[METRICS_KEY] = metrics
     app[TOKENS_KEY] = book

@@ -24,6 +24,7 @@ _ERROR_TEXT = {
     403: "The token has the viewer role and the operation changes something.",
     404: "No such resource.",
     409: "Conflicts with what exists.",
+    408: "The request body did not arrive within the body timeout.",
     413: "Request body too large.",
     422: "Well-formed but invalid: not a US/Canada number or short code, unknown SMS type, "
     "value out of bounds, text holding a lone surrogate (code invalid_text).",
@@ -105,7 +106,7 @@ def _operation(op: Operation) -> dict[str, Any]:
     if op.access == "write":
         statuses.add(403)
     if op.body is not None:
-        statuses |= {400, 413}
+        statuses |= {400, 408, 413}
     if op.body is not None or (in_api and op.query.params):
         statuses.add(422)  # text that is not Unicode scalar values (a lone surrogate)
     if op.access == "probe":

@@ -22,6 +22,7 @@ Only the small subset of JSON Schema used here is interpreted: `type`
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 from collections.abc import Mapping, Sequence
@@ -35,6 +36,7 @@ from gateway.http.errors import ApiError, bad_request
 from rules.model import is_scalar_text
 
 __all__ = [
+    "BODY_TIMEOUT_KEY",
     "Body",
     "Field",
     "Param",
@@ -110,10 +112,23 @@ class Query:
     params: tuple[Param, ...]
 
 
+#: Seconds a client has to send a request body once its head arrived (set
+#: by `make_app`); a body dripped slower is a 408 and the connection closes.
+BODY_TIMEOUT_KEY = web.AppKey("body_timeout", float)
+
+
 async def read_json(request: web.Request) -> Any:
     """The request body as JSON. 413 (via aiohttp's `client_max_size`) when
-    too large, 400 when empty or not JSON."""
-    raw = await request.read()
+    too large, 400 when empty or not JSON, 408 when it does not arrive
+    within the app's body timeout (a slow upload must not hold a
+    connection and a handler for ever)."""
+    try:
+        async with asyncio.timeout(request.app.get(BODY_TIMEOUT_KEY, 30.0)):
+            raw = await request.read()
+    except TimeoutError:
+        # aiohttp closes the connection after the answer (the body is unread).
+        raise ApiError(408, "request_timeout",
+                       "The request body did not arrive in time.") from None
     if not raw.strip():
         raise bad_request("A JSON request body is required.", "malformed_json")
     try:
