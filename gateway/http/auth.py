@@ -86,7 +86,9 @@ class TokenBook:
 
     def lookup(self, presented: str) -> ApiToken | None:
         """The token whose secret equals `presented`, or None."""
-        candidate = presented.encode("utf-8", "surrogateescape")
+        # Any lone surrogate (from undecodable header bytes, or a caller) encodes
+        # to bytes no valid UTF-8 secret has, instead of raising.
+        candidate = presented.encode("utf-8", "surrogatepass")
         found: ApiToken | None = None
         for secret, token in self._tokens:
             # No early exit: every secret is compared on every call.
