@@ -90,9 +90,9 @@ def module_name(path: str) -> str:
     return path.removesuffix(".py").replace("/", ".")
 
 
-def _scratch(target: Target) -> Path:
+def _scratch(target: Target, work_root: Path) -> Path:
     """A fresh copy of the project with `[tool.mutmut]` set for `target`."""
-    work = WORK / module_name(target.path)
+    work = work_root / module_name(target.path)
     if work.exists():
         shutil.rmtree(work)
     work.mkdir(parents=True)
@@ -152,9 +152,9 @@ def _diff_line(work: Path, name: str) -> str:
 
 
 def run_target(target: Target, sample: int | None, time_limit: float | None,
-               children: int) -> dict[str, Any]:
+               children: int, work_root: Path = WORK) -> dict[str, Any]:
     """Run mutmut on one module; its results as stored in the results file."""
-    work = _scratch(target)
+    work = _scratch(target, work_root)
     env = _env(work)
     subprocess.run([sys.executable, "-c", _GENERATE], cwd=work, env=env, check=True,
                    capture_output=True, text=True)
@@ -309,6 +309,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--results", type=Path, default=RESULTS,
                         help="results file to update (tests use a scratch one)")
     parser.add_argument("--report", type=Path, default=REPORT, help="report to write")
+    parser.add_argument("--workdir", type=Path, default=WORK,
+                        help="where the scratch copies go (default .mutation/)")
     args = parser.parse_args(argv)
     results: dict[str, Any] = {}
     if args.results.exists():
@@ -317,7 +319,8 @@ def main(argv: list[str] | None = None) -> int:
     if not args.report_only:
         for path in args.modules or [t.path for t in TARGETS]:
             print(f"mutating {path} ...", flush=True)
-            row = run_target(BY_PATH[path], args.sample, args.time_limit, args.children)
+            row = run_target(BY_PATH[path], args.sample, args.time_limit, args.children,
+                             args.workdir)
             row["command"] = command.strip()
             results[path] = row
             args.results.parent.mkdir(parents=True, exist_ok=True)
