@@ -16,6 +16,7 @@ from rules.keywords import (
     validate_keywords,
 )
 from rules.model import Action, InvalidValue, Keywords, MatchMode
+from tests.strategies import LOOK_ALIKES, hostile_text, keyword_message
 
 FULL_WIDTH_STOP = "\uff33\uff34\uff2f\uff30"  # what a CJK keyboard sends
 EXACT = dataclasses.replace(DEFAULT_KEYWORDS, match=MatchMode.EXACT)
@@ -240,10 +241,33 @@ def test_white_space_only_matches_nothing(text: str) -> None:
     assert classify(text, DEFAULT_KEYWORDS) == (Action.NONE, None)
 
 
-@given(st.text(max_size=200))
+@given(st.one_of(st.text(max_size=200), hostile_text(max_size=200)))
 def test_classify_is_total(text: str) -> None:
+    """Any text, lone surrogates and look-alikes included, gets an answer."""
     action, keyword = classify(text, DEFAULT_KEYWORDS)
     assert (keyword is None) == (action is Action.NONE)
+    assert normalize_text(normalize_text(text)) == normalize_text(text)
+
+
+@given(keyword_message())
+def test_an_opt_out_keyword_among_hostile_characters_still_opts_out(
+    case: tuple[str, str],
+) -> None:
+    """Full-width forms, invisible characters, odd spaces and emoji around
+    the keyword do not hide it."""
+    keyword, message = case
+    action, matched = classify(message, DEFAULT_KEYWORDS)
+    assert action is Action.OPT_OUT, (message, matched)
+    assert matched is not None and normalize_text(keyword).startswith(normalize_text(matched))
+
+
+@given(st.lists(LOOK_ALIKES, min_size=1, max_size=6).map("".join), st.booleans())
+def test_look_alike_letters_never_read_as_opt_in_or_help(word: str, leading: bool) -> None:
+    """A word spelled with Cyrillic or Greek look-alikes (ЅТОР is not STOP)
+    may not turn into a START or HELP: at worst nothing, never the opposite."""
+    text = word if leading else "x " + word
+    action, _ = classify(text, DEFAULT_KEYWORDS)
+    assert action in (Action.NONE, Action.OPT_OUT)
 
 
 # --- validation -----------------------------------------------------------------

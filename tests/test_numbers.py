@@ -20,6 +20,7 @@ from rules.numbers import (
     require_in_scope,
     to_key,
 )
+from tests.strategies import NANP_NSN, hostile_int_text, hostile_text, number_spelling, smpp_address
 
 
 @pytest.mark.parametrize(
@@ -187,7 +188,7 @@ def test_smpp_fast_path_equals_phonenumbers_path(nsn: str, ton: int, with_one: b
     assert typed == slow
 
 
-@given(st.text(max_size=40))
+@given(st.one_of(st.text(max_size=40), hostile_text(max_size=40), hostile_int_text))
 def test_normalize_never_crashes_on_any_text(raw: str) -> None:
     try:
         result = normalize(raw)
@@ -196,6 +197,51 @@ def test_normalize_never_crashes_on_any_text(raw: str) -> None:
     # Whatever it accepts is stable and has a key that round-trips.
     assert normalize(result) == result
     assert from_key(to_key(result)) == result
+
+
+@given(number_spelling())
+def test_a_spelling_of_a_number_is_that_number_or_refused(case: tuple[str, str]) -> None:
+    """However a +1 number is dressed (00 / 011 prefixes, separators,
+    full-width digits), it is never read as a different subscriber."""
+    e164, spelled = case
+    try:
+        got = normalize(spelled)
+    except InvalidNumber:
+        return
+    assert got == e164, (spelled, got)
+
+
+@given(NANP_NSN, st.sampled_from(["", "1", "+1"]), st.sampled_from(["", " ", "-", "."]),
+       st.booleans())
+def test_common_spellings_of_a_number_all_normalise_to_it(
+    nsn: str, prefix: str, sep: str, full_width: bool,
+) -> None:
+    spelled = prefix + sep.join([nsn[:3], nsn[3:6], nsn[6:]])
+    if full_width:
+        spelled = "".join(chr(ord(c) + 0xFEE0) if c.isdigit() else c for c in spelled)
+    try:
+        got = normalize(spelled)
+    except InvalidNumber:
+        # Only numbers the numbering plan does not have (e.g. N11 area codes)
+        assert not phonenumbers.is_valid_number(phonenumbers.parse("+1" + nsn)), spelled
+        return
+    assert got == "+1" + nsn
+
+
+@given(smpp_address())
+def test_any_smpp_address_is_that_subscriber_or_refused(
+    case: tuple[str | None, bytes, int, int],
+) -> None:
+    """Whatever TON/NPI and prefix a carrier uses, an SMPP address is read as
+    the subscriber it spells or refused with InvalidNumber, nothing else."""
+    e164, addr, ton, npi = case
+    try:
+        got = from_smpp(addr, ton, npi)
+    except InvalidNumber:
+        return
+    assert got.startswith("+") and got[1:].isdigit()
+    if e164 is not None:
+        assert got == e164, (addr, ton, npi, got)
 
 
 # --- scope --------------------------------------------------------------------
