@@ -11,7 +11,9 @@ promises for inputs nobody wrote by hand.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import json
 import re
 import time
 from collections.abc import AsyncIterator, Callable
@@ -41,6 +43,12 @@ from rules.service import OptOutService
 
 pytest.register_assert_rewrite("tests.http_fixtures")
 from tests.http_fixtures import ADMIN, TOKENS  # noqa: E402
+from tests.strategies import (  # noqa: E402
+    has_surrogate,
+    hostile_int,
+    hostile_int_text,
+    hostile_text,
+)
 
 METHODS = {"GET", "POST", "PUT", "PATCH", "DELETE"}
 
@@ -258,3 +266,95 @@ async def test_schemathesis_finds_no_server_errors_or_schema_violations(
     succeeded = {op for op, statuses in calls.items() if any(200 <= s < 300 for s in statuses)}
     assert len(succeeded) >= len(calls) - 2, sorted(set(calls) - succeeded)
     assert time.monotonic() - started < 120
+
+
+# --- hostile inputs, aimed ------------------------------------------------------------------
+
+#: Each paged listing and the cursor kinds it hands out (rules/service.py).
+PAGED = {"/api/v1/records": ("r", "d"), "/api/v1/unsubscribed": ("u",)}
+
+
+def _cursor_of(prefix: str, value: str) -> str:
+    """A cursor shaped like the API's (base64 of "kind:value"), for any value."""
+    raw = f"{prefix}:{value}".encode("utf-8", "surrogatepass")
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+@st.composite
+def paged_request(draw: st.DrawFn) -> tuple[str, str | None, str | None]:
+    """(path, limit, cursor): mostly cursors of the listing's own kind that
+    decode to hostile integers, some of another kind, some not base64."""
+    path = draw(st.sampled_from(sorted(PAGED)))
+    kinds = PAGED[path]
+    cursor = draw(st.one_of(
+        st.none(),
+        st.tuples(st.sampled_from(kinds), hostile_int_text).map(lambda t: _cursor_of(*t)),
+        st.tuples(st.sampled_from(kinds), hostile_int.map(str)).map(lambda t: _cursor_of(*t)),
+        st.tuples(st.sampled_from(["x", "", *kinds]), hostile_text(max_size=8)).map(
+            lambda t: _cursor_of(*t)),
+        hostile_text(max_size=30),
+    ))
+    limit = draw(st.one_of(st.none(), hostile_int_text))
+    return path, limit, cursor
+
+
+def _request(method: str, url: str, **kw: Any) -> tuple[int, str]:
+    import requests  # schemathesis's HTTP client; synchronous, run in a thread
+
+    resp = requests.request(method, url, timeout=10,
+                            headers={"Authorization": f"Bearer {ADMIN.token}"}, **kw)
+    return resp.status_code, resp.text
+
+
+async def test_hostile_limits_and_cursors_are_refused_never_a_server_error(
+    live_server: tuple[str, Callable[[], None]],
+) -> None:
+    """Huge, negative and odd integers in `limit`, and cursors that decode to
+    them (or to nothing): a page (only for a limit in 1..1000) or a 400."""
+    base_url, _ = live_server
+
+    @settings(max_examples=150, deadline=None, database=None,
+              suppress_health_check=list(HealthCheck))
+    @given(paged_request())
+    def run(case: tuple[str, str | None, str | None]) -> None:
+        path, limit, cursor = case
+        params = {k: v.encode("utf-8", "surrogatepass") for k, v in
+                  (("limit", limit), ("cursor", cursor)) if v is not None}
+        status, text = _request("GET", base_url + path, params=params)
+        assert status in (200, 400), (path, params, status, text[:300])
+        if status == 200 and limit is not None:
+            # Whatever spelling was let through, it was a page size in range.
+            assert 1 <= int(limit) <= 1000, (path, params)
+
+    await asyncio.to_thread(run)
+
+
+async def test_hostile_text_in_bodies_is_answered_never_a_server_error(
+    live_server: tuple[str, Callable[[], None]],
+) -> None:
+    """Lone surrogates, look-alikes, controls and full-width forms in every
+    free-text field: a 2xx or a 4xx, never a 500."""
+    base_url, _ = live_server
+    addr = "%2B14155550100"
+
+    @settings(max_examples=100, deadline=None, database=None,
+              suppress_health_check=list(HealthCheck))
+    @given(hostile_text(max_size=30), st.sampled_from(["mo", "describe", "reason", "reply"]))
+    def run(text: str, where: str) -> None:
+        method, path, body = {
+            "mo": ("POST", "/api/v1/mo", {"from": "+14155550123", "to": "+14155550100",
+                                         "text": text}),
+            "describe": ("PATCH", f"/api/v1/inbound-addresses/{addr}", {"description": text}),
+            "reason": ("POST", "/api/v1/unsubscribed",
+                       {"phone_number": "+14155550124", "inbound_address": "+14155550100",
+                        "reason": text}),
+            "reply": ("PUT", f"/api/v1/inbound-addresses/{addr}/replies",
+                      {"opt_out": text, "opt_in": None, "help": None}),
+        }[where]
+        # json.dumps escapes a lone surrogate as \\udXXX, which is what a client sends.
+        status, out = _request(method, base_url + path, data=json.dumps(body))
+        assert status < 500, (where, repr(text), status, out[:300])
+        if has_surrogate(text):
+            assert status in (400, 422), (where, repr(text), status, out[:300])
+
+    await asyncio.to_thread(run)
