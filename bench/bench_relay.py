@@ -184,12 +184,14 @@ default_sms_type = "marketing"
 
 @contextmanager
 def sidecar(directory: Path, sink_port: int, log_level: str,
-            window: int | None) -> Iterator[tuple[Child, int, float]]:
+            window: int | None,
+            env: dict[str, str] | None = None) -> Iterator[tuple[Child, int, float]]:
     """Runs `optout-sidecar run` and yields (child, SMPP port, seconds until
     its SMPP port accepted connections)."""
     config, port = write_config(directory, sink_port, log_level, window)
     started = time.monotonic()
-    with child("sidecar", sidecar_argv(config), log_path=directory / "sidecar.log") as proc:
+    with child("sidecar", sidecar_argv(config), log_path=directory / "sidecar.log",
+               env=env) as proc:
         try:
             wait_for_port(HOST, port, timeout=120, alive=proc.alive)
         except (RuntimeError, TimeoutError):
@@ -198,12 +200,55 @@ def sidecar(directory: Path, sink_port: int, log_level: str,
         yield proc, port, time.monotonic() - started
 
 
-def sidecar_argv(config: Path) -> list[str]:
+def sidecar_argv(config: Path | None, command: str = "run") -> list[str]:
+    tail = [command] if config is None else [command, "--config", str(config)]
     exe = Path(sys.executable).with_name("optout-sidecar")
     if exe.exists():
-        return [str(exe), "run", "--config", str(config)]
+        return [str(exe), *tail]
     # Not installed (`pip install -e .` makes the console script): same entry point.
-    return [sys.executable, "-m", "gateway.cli", "run", "--config", str(config)]
+    return [sys.executable, "-m", "gateway.cli", *tail]
+
+
+# --- implementations compared (--modes) --------------------------------------------
+
+#: mode -> (OPTOUT_PURE_PYTHON, OPTOUT_EVENT_LOOP) for the sidecar process.
+MODES: dict[str, tuple[str, str]] = {
+    "pure": ("1", "asyncio"),
+    "pure+uvloop": ("1", "uvloop"),
+    "compiled": ("0", "asyncio"),
+    "compiled+uvloop": ("0", "uvloop"),
+}
+
+
+@dataclass
+class Mode:
+    name: str
+    env: dict[str, str]
+    hot_path: str  # as `optout-sidecar version` reports it
+    event_loop: str
+
+
+def resolve_mode(name: str) -> Mode:
+    """The environment for `name`, checked with `optout-sidecar version`
+    under that environment: a "compiled" run that would in fact be pure
+    Python (nothing compiled installed) is an error, not a mislabelled row."""
+    if name not in MODES:
+        raise SystemExit(f"--modes: unknown mode {name!r} (known: {', '.join(MODES)})")
+    pure, loop = MODES[name]
+    env = {**os.environ, "OPTOUT_PURE_PYTHON": pure, "OPTOUT_EVENT_LOOP": loop}
+    done = subprocess.run(sidecar_argv(None, "version"), capture_output=True, text=True,
+                          env=env, timeout=120)
+    if done.returncode != 0:
+        raise SystemExit(f"mode {name}: `optout-sidecar version` failed: {done.stderr.strip()}")
+    lines = dict(line.split(": ", 1) for line in done.stdout.splitlines() if ": " in line)
+    hot_path, event_loop = lines.get("hot path", "?"), lines.get("event loop", "?")
+    if name.startswith("compiled") and not hot_path.startswith("compiled"):
+        raise SystemExit(f"mode {name}: the hot path here is {hot_path!r}; build it first "
+                         "(`pip install .` with a C compiler, or in a checkout "
+                         "`python setup.py build_ext --inplace`)")
+    if "STALE" in hot_path:
+        raise SystemExit(f"mode {name}: {hot_path}; rebuild before measuring")
+    return Mode(name, env, hot_path, event_loop)
 
 
 # --- preloading the store -----------------------------------------------------------
@@ -267,10 +312,18 @@ class Result:
     """Share of the machine's CPU used by processes other than the benchmark's
     during the run: other work on a shared box makes a run meaningless."""
     note: str = ""
+    #: --modes: the direct run this one is compared with, and its mode.
+    paired: Result | None = None
+    mode: Mode | None = None
 
     @property
     def throughput(self) -> float:
         return float(self.data.get("throughput", 0.0))
+
+    @property
+    def ratio_to_pair(self) -> float:
+        assert self.paired is not None
+        return self.throughput / self.paired.throughput if self.paired.throughput else 0.0
 
 
 def run_load(label: str, port: int, args: argparse.Namespace, sink: Child, *,
@@ -341,7 +394,7 @@ def start_py_spy(target: Child, directory: Path, label: str,
 
 
 def print_table(results: list[Result], direct: Result, rate_direct: Result | None) -> None:
-    header = (f"{'run':<22}{'msg/s':>10}{'ratio':>8}{'p50 ms':>9}{'p99 ms':>9}"
+    header = (f"{'run':<28}{'msg/s':>10}{'ratio':>8}{'p50 ms':>9}{'p99 ms':>9}"
               f"{'+p99 ms':>9}{'ok':>10}{'blocked':>9}{'errors':>8}{'sidecar CPU us/msg':>20}"
               f"{'other load':>12}")
     print()
@@ -350,13 +403,15 @@ def print_table(results: list[Result], direct: Result, rate_direct: Result | Non
     for r in results:
         d = r.data
         base = rate_direct if d.get("rate") and rate_direct is not None else direct
+        if r.paired is not None:  # --modes: against its own direct run
+            base = r.paired
         ratio = r.throughput / base.throughput if base.throughput and r is not base else None
         added = (d["p99_us"] - base.data["p99_us"]) / 1000 if r is not base else None
         completed = max(1, int(d.get("completed", 0)))
         cpu = (f"{r.sidecar_cpu / d['total_completed'] * 1e6:.1f}"
                if r.sidecar_cpu is not None and d.get("total_completed") else "")
         print(
-            f"{r.label:<22}{r.throughput:>10,.0f}"
+            f"{r.label:<28}{r.throughput:>10,.0f}"
             f"{(f'{ratio:.2f}' if ratio is not None else '-'):>8}"
             f"{d['p50_us'] / 1000:>9.2f}{d['p99_us'] / 1000:>9.2f}"
             f"{(f'{added:+.2f}' if added is not None else '-'):>9}"
@@ -393,7 +448,17 @@ def main() -> int:
                         help="the sidecar's [smpp] window per leg (default: its own default)")
     parser.add_argument("--keep", type=Path, default=None,
                         help="keep the store, configs and logs in this directory")
+    parser.add_argument("--modes", default="",
+                        help="comma-separated sidecar implementations to compare, each "
+                             f"paired with its own direct run: {', '.join(MODES)} "
+                             "(default: whatever `optout-sidecar version` says runs)")
+    parser.add_argument("--markdown", type=Path, default=None,
+                        help="also write the results as a Markdown table to this file")
+    parser.add_argument("--readme", type=Path, default=None,
+                        help="replace the table between the bench_relay markers in this "
+                             "file (README.md) with the Markdown table")
     args = parser.parse_args()
+    modes = [resolve_mode(m.strip()) for m in args.modes.split(",") if m.strip()]
 
     run_seconds = args.warmup + args.seconds + 15
     budget = 8 * args.repeat * run_seconds + 600 + args.unsubscribed / 100_000
@@ -421,29 +486,35 @@ def main() -> int:
 
         plain = work / "plain"
         plain.mkdir(exist_ok=True)
-        with sidecar(plain, sink_port, args.log_level,
-                     args.sidecar_window) as (proc, port, ready):
-            print(f"  sidecar (empty store) accepting after {ready:.2f} s", flush=True)
-            # Alternate direct and via-sidecar runs so that drift on the box
-            # (other work, CPU frequency) hits both sides alike.
-            directs: list[Result] = []
-            vias: list[Result] = []
-            for i in range(args.repeat):
-                directs.append(run_load("direct", sink_port, args, sink))
-                vias.append(run_load("sidecar", port, args, sink, watch=proc,
-                                     profile=args.profile if i == 0 else None))
-            direct = pick(directs, "throughput")
-            results += [direct, pick(vias, "throughput")]
-            if args.rate:
-                rate_directs: list[Result] = []
-                rate_vias: list[Result] = []
-                for _ in range(args.repeat):
-                    rate_directs.append(run_load("direct@rate", sink_port, args, sink,
-                                                 rate=args.rate))
-                    rate_vias.append(run_load("sidecar@rate", port, args, sink,
-                                              rate=args.rate, watch=proc))
-                rate_direct = pick(rate_directs, "p99")
-                results += [rate_direct, pick(rate_vias, "p99")]
+        if modes:
+            # Each implementation against its own direct run, alternating.
+            direct, mode_results = compare_modes(modes, plain, sink, sink_port, args)
+            results += [direct, *mode_results]
+        if args.rate or not modes:
+            with sidecar(plain, sink_port, args.log_level,
+                         args.sidecar_window) as (proc, port, ready):
+                print(f"  sidecar (empty store) accepting after {ready:.2f} s", flush=True)
+                if not modes:
+                    # Alternate direct and via-sidecar runs so that drift on
+                    # the box (other work, CPU frequency) hits both alike.
+                    directs: list[Result] = []
+                    vias: list[Result] = []
+                    for i in range(args.repeat):
+                        directs.append(run_load("direct", sink_port, args, sink))
+                        vias.append(run_load("sidecar", port, args, sink, watch=proc,
+                                             profile=args.profile if i == 0 else None))
+                    direct = pick(directs, "throughput")
+                    results += [direct, pick(vias, "throughput")]
+                if args.rate:
+                    rate_directs: list[Result] = []
+                    rate_vias: list[Result] = []
+                    for _ in range(args.repeat):
+                        rate_directs.append(run_load("direct@rate", sink_port, args, sink,
+                                                     rate=args.rate))
+                        rate_vias.append(run_load("sidecar@rate", port, args, sink,
+                                                  rate=args.rate, watch=proc))
+                    rate_direct = pick(rate_directs, "p99")
+                    results += [rate_direct, pick(rate_vias, "p99")]
 
         if args.unsubscribed:
             loaded = work / "unsub"
@@ -468,12 +539,104 @@ def main() -> int:
 
     assert direct is not None
     print_table(results, direct, rate_direct)
+    if args.markdown is not None or args.readme is not None:
+        table = markdown_table(results, direct, rate_direct, modes, args)
+        if args.markdown is not None:
+            args.markdown.write_text(table)
+        if args.readme is not None:
+            replace_marked(args.readme, table)
     print()
     print("ratio: throughput / direct throughput of this invocation (rate runs: / direct@rate); "
           "+p99: p99 minus the matching direct run's p99; "
           "sidecar CPU: sidecar process CPU time per completed submit; other load: CPU share "
           "used by processes outside the benchmark (should be ~0%).")
     return 0
+
+
+def compare_modes(modes: list[Mode], work: Path, sink: Child, sink_port: int,
+                  args: argparse.Namespace) -> tuple[Result, list[Result]]:
+    """For each repetition, each mode: a direct run, then that mode's
+    sidecar run; every sidecar run's ratio is to the direct run just before
+    it (`Result.paired`), so load that comes and goes on a shared box hits a
+    pair alike. Returns the median direct run and, per mode, the run with
+    the median ratio."""
+    directs: list[Result] = []
+    runs: dict[str, list[Result]] = {m.name: [] for m in modes}
+    for mode in modes:
+        print(f"  mode {mode.name}: hot path {mode.hot_path}; event loop {mode.event_loop}",
+              flush=True)
+    for i in range(args.repeat):
+        for mode in modes:
+            folder = work / f"{mode.name.replace('+', '-')}-{i}"
+            folder.mkdir(exist_ok=True)
+            with sidecar(folder, sink_port, args.log_level, args.sidecar_window,
+                         env=mode.env) as (proc, port, _ready):
+                base = run_load("direct", sink_port, args, sink)
+                via = run_load(f"sidecar ({mode.name})", port, args, sink, watch=proc,
+                               profile=args.profile if i == 0 else None)
+            via.paired = base
+            via.mode = mode
+            directs.append(base)
+            runs[mode.name].append(via)
+    chosen = []
+    for mode in modes:
+        ordered = sorted(runs[mode.name], key=lambda r: r.ratio_to_pair)
+        pick_ = ordered[(len(ordered) - 1) // 2]
+        if len(ordered) > 1:
+            pick_.note = (f"median of {len(ordered)} ratios: "
+                          + ", ".join(f"{r.ratio_to_pair:.2f}" for r in runs[mode.name]))
+        chosen.append(pick_)
+    return pick(directs, "throughput"), chosen
+
+
+def markdown_table(results: list[Result], direct: Result, rate_direct: Result | None,
+                   modes: list[Mode], args: argparse.Namespace) -> str:
+    """The results as the README shows them (written by --markdown/--readme,
+    never typed by hand)."""
+    lines = [
+        f"`python bench/bench_relay.py {' '.join(sys.argv[1:])}` on "
+        f"{time.strftime('%Y-%m-%d')}, {os.cpu_count()} CPUs, Python "
+        f"{sys.version.split()[0]}; load generator, sidecar and sink are three processes.",
+        "",
+        "| run | hot path | event loop | msg/s | ratio to direct | p99 | "
+        "sidecar CPU per relayed submit | other load |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        d = r.data
+        if r.paired is not None:
+            ratio: float | None = r.ratio_to_pair
+        else:
+            base = rate_direct if d.get("rate") and rate_direct is not None else direct
+            ratio = r.throughput / base.throughput if base.throughput and r is not base else None
+        cpu = (f"{r.sidecar_cpu / d['total_completed'] * 1e6:.1f} µs"
+               if r.sidecar_cpu is not None and d.get("total_completed") else "-")
+        hot = r.mode.hot_path.split(" (")[0] if r.mode is not None else "-"
+        loop = r.mode.event_loop.split(" (")[0] if r.mode is not None else "-"
+        label = r.label + (f" @ {d['rate']:,.0f}/s" if d.get("rate") and "@" not in r.label
+                           else "")
+        lines.append(
+            f"| {label} | {hot} | {loop} | {r.throughput:,.0f} | "
+            f"{f'**{ratio:.2f}**' if ratio is not None else '-'} | "
+            f"{d['p99_us'] / 1000:.2f} ms | {cpu} | {r.background:.0%} |")
+    lines += ["", "Ratio: sidecar throughput / the direct run just before it (same load "
+              "generator and sink). Other load: CPU share used by processes outside the "
+              "benchmark during the run (the machine is shared; above ~5% the row is noisy)."]
+    return "\n".join(lines) + "\n"
+
+
+START_MARK = "<!-- bench_relay:start -->"
+END_MARK = "<!-- bench_relay:end -->"
+
+
+def replace_marked(path: Path, table: str) -> None:
+    """Put `table` between the bench_relay markers of `path`."""
+    text = path.read_text()
+    if START_MARK not in text or END_MARK not in text:
+        raise SystemExit(f"{path}: no {START_MARK} ... {END_MARK} block to replace")
+    head, rest = text.split(START_MARK, 1)
+    _, tail = rest.split(END_MARK, 1)
+    path.write_text(f"{head}{START_MARK}\n{table}{END_MARK}{tail}")
 
 
 def pick(runs: list[Result], by: str) -> Result:

@@ -5,6 +5,7 @@
     optout-sidecar import FILE.csv --config F  load an existing unsubscribed list
     optout-sidecar export --config F           write the unsubscribed list as CSV
     optout-sidecar check-config --config F     validate a configuration file
+    optout-sidecar version                     version, compiled or pure hot path, event loop
     optout-sidecar hash-password               an [[accounts]] password_hash (password on stdin)
 
 A configuration problem prints one line naming the file and the key and
@@ -18,13 +19,14 @@ import asyncio
 import contextlib
 import dataclasses
 import getpass
+import importlib.metadata
 import logging
 import secrets
 import signal
 import sys
 from collections.abc import Callable, Sequence
 
-from gateway import logs
+from gateway import logs, speed
 from gateway.config import (
     Config,
     ConfigError,
@@ -40,11 +42,13 @@ DEMO_INBOUND = "+18005550100"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # Before any hot-path module is imported (gateway/speed.py).
+    speed.prefer_pure_python()
     parser = _parser()
     args = parser.parse_args(argv)
     try:
         return int(args.func(args))
-    except ConfigError as exc:
+    except (ConfigError, speed.EventLoopError) as exc:
         print(f"optout-sidecar: configuration error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     except KeyboardInterrupt:
@@ -79,6 +83,12 @@ def _parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check-config", help="validate a configuration file and exit")
     check.add_argument("--config", required=True)
     check.set_defaults(func=_check)
+
+    version = sub.add_parser(
+        "version", help="print the version, which hot path (compiled or pure Python) and "
+                        "which event loop `run` uses")
+    version.add_argument("--config", help="TOML configuration file (for [smpp] event_loop)")
+    version.set_defaults(func=_version)
 
     hashp = sub.add_parser(
         "hash-password",
@@ -141,10 +151,24 @@ def demo_config(config: Config) -> tuple[Config, str | None]:
     return config, token
 
 
+def _version(args: argparse.Namespace) -> int:
+    config = _load(args.config)
+    try:
+        dist_version = importlib.metadata.version("optout-sidecar")
+    except importlib.metadata.PackageNotFoundError:
+        dist_version = "(not installed)"
+    print(f"optout-sidecar {dist_version}")
+    print(f"hot path: {speed.hot_path_status().describe()}")
+    print(f"event loop: {speed.choose_event_loop(config.smpp.event_loop).description}")
+    print(f"python: {sys.version.split()[0]} ({sys.implementation.name})")
+    return 0
+
+
 def _run(args: argparse.Namespace) -> int:
     config = _load(args.config)
     logs.configure(config.logging.level, unmask=config.logging.unmask)
     config, token = demo_config(config)
+    speed.choose_event_loop(config.smpp.event_loop)  # a bad setting stops here, exit 2
     workers = resolve_workers(config.smpp.workers)
     if workers > 1:
         from gateway.workers import supervise
@@ -159,7 +183,10 @@ def serve(config: Config, token: str | None,
     """Run one sidecar until SIGTERM; its exit status. `worker`: this process
     is one of several (gateway.workers): it binds the shared ports, prints no
     banner and calls `worker()` once it listens."""
-    return asyncio.run(_serve(config, token, worker))
+    loop = speed.choose_event_loop(config.smpp.event_loop)
+    logs.event(log, "runtime",
+               hot_path=speed.hot_path_status().kind, event_loop=loop.description)
+    return speed.run(_serve(config, token, worker), loop)
 
 
 async def _serve(config: Config, token: str | None,

@@ -127,6 +127,9 @@ class SmppConfig:
     sms_type_tlv: int | None = None
     # service_type value -> SMS type.
     service_type_map: dict[str, str] = field(default_factory=dict)
+    # "auto": uvloop when installed (pip install '.[fast]'); "asyncio": never;
+    # "uvloop": required. The OPTOUT_EVENT_LOOP environment variable wins.
+    event_loop: str = "auto"
 
 
 @dataclass(frozen=True)
@@ -391,6 +394,8 @@ def _validate(config: Config, source: str) -> None:
             f"must be a permanent error status, not {s.blocked_status:#x} "
             "(0x08, 0x14, 0x58 and 0x64 make senders retry)",
         )
+    if s.event_loop not in ("auto", "asyncio", "uvloop"):
+        raise bad("smpp.event_loop", f'must be "auto", "asyncio" or "uvloop", got {s.event_loop!r}')
     if s.default_alphabet not in ("gsm0338", "ascii", "latin-1"):
         raise bad("smpp.default_alphabet", 'must be "gsm0338", "ascii" or "latin-1"')
     if s.sms_type_tlv is not None and not 0 < s.sms_type_tlv <= 0xFFFF:

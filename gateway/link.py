@@ -36,7 +36,7 @@ import struct
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, cast
 
 from prometheus_client import Counter
 
@@ -146,12 +146,12 @@ class Link(asyncio.Protocol):
     # --- asyncio.Protocol ---------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
-        peer = transport.get_extra_info("peername")
+        # Not isinstance(asyncio.Transport): uvloop's transports are not subclasses.
+        self.transport = stream = cast(asyncio.Transport, transport)
+        peer = stream.get_extra_info("peername")
         self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
         # Pause our reading when the peer is slow to take our writes.
-        transport.set_write_buffer_limits(high=256 * 1024)
+        stream.set_write_buffer_limits(high=256 * 1024)
         self._arm_timer()
         if self.on_connect is not None:
             self.on_connect(self)

@@ -164,9 +164,11 @@ class UnsubscribedIndex:
         duplicates are tolerated at the cost of a sort. The array is used as
         is when it already is sorted ``int64``: do not modify it afterwards.
         """
-        index = cls.__new__(cls)
-        index._over = {}
         base = _as_sorted_unique(packed)
+        # cls() first (an empty base and a minimal filter, microseconds):
+        # skipping __init__ with cls.__new__ is not possible once mypyc
+        # compiles this class (gateway/speed.py).
+        index = cls()
         index._count = int(base.size)
         index._install_base(base)
         index._rebuild_filter()

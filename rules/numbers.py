@@ -238,7 +238,7 @@ def _normalize_cached(raw: str) -> str:
     return _from_digits(raw, plus, digits)
 
 
-def normalize(raw: str) -> str:
+def normalize(raw: object) -> str:
     """Free-form input (``"+1 (415) 555-0100"``, ``"415.555.0100"``,
     ``"+44 20 7946 0958"``, ``"898211"``) as the one string that names the
     subscriber: E.164, or the digits of a US/CA short code.

@@ -32,7 +32,7 @@ import json
 import logging
 from collections.abc import Callable
 from http import HTTPStatus
-from typing import Any
+from typing import Any, cast
 
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
@@ -120,7 +120,8 @@ class _Guarded(asyncio.Protocol):
         self._tail = b""  # last bytes seen, so a blank line split over reads is found
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
+        # Not isinstance(asyncio.Transport): uvloop's transports are not subclasses.
+        transport = cast(asyncio.Transport, transport)
         guard = self._guard
         self._transport = transport
         if guard.active >= guard.max_connections:

@@ -165,9 +165,9 @@ class FrameReader:
         if not data:
             return
         self._buf += data
-        self._check_head()
-        if self._error is not None:
-            raise self._error
+        error = self._check_head()
+        if error is not None:
+            raise error
 
     def next_frame(self) -> bytes | None:
         """One whole PDU (header included) if one is buffered, else ``None``."""
@@ -210,14 +210,14 @@ class FrameReader:
                     self._check_head()
         return _new_tuple(Header, fields), frame
 
-    def _check_head(self) -> None:
+    def _check_head(self) -> FramingError | None:
         """Validate the command_length at the read offset, if its 4 bytes are here.
 
         On a bad length, record the error and drop the buffer: nothing after
         it can be framed, and an oversized PDU must never be accumulated.
         """
         if len(self._buf) - self._off < 4:
-            return
+            return None
         length: int = _U32.unpack_from(self._buf, self._off)[0]
         if length < HEADER_LENGTH or length > self.max_length:
             self._error = FramingError(
@@ -226,3 +226,5 @@ class FrameReader:
             )
             self._buf = bytearray()
             self._off = 0
+            return self._error
+        return None
