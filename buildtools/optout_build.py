@@ -158,7 +158,8 @@ def get_requires_for_build_wheel(config_settings: dict[str, Any] | None = None) 
     return requires
 
 
-if __name__ == "__main__":  # python buildtools/optout_build.py: what a build would do
+if __name__ == "__main__":  # python buildtools/optout_build.py [--editable] [--list]
     decision = plan(editable="--editable" in sys.argv)
     print(f"{'compile' if decision.compile else 'pure Python'}: {decision.reason}")
-    print("\n".join(hot_path_sources()))
+    if "--list" in sys.argv:
+        print("\n".join(hot_path_sources()))
