@@ -42,8 +42,6 @@ DEMO_INBOUND = "+18005550100"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    # Before any hot-path module is imported (gateway/speed.py).
-    speed.prefer_pure_python()
     parser = _parser()
     args = parser.parse_args(argv)
     try:

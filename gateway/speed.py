@@ -14,9 +14,11 @@ aiohttp's optional C parser.
 At run time:
 
 * ``OPTOUT_PURE_PYTHON=1`` makes `optout-sidecar` import the ``.py`` files
-  even where compiled modules are installed (`prefer_pure_python`, called
-  before any hot-path module is imported), e.g. to rule the compiled code out
-  when chasing a bug, or to compare both on one installation.
+  even where compiled modules are installed (`prefer_pure_python`, called by
+  ``gateway/__init__.py``, so before any hot-path module is imported in a
+  process that imports `gateway` first, as the CLI does), e.g. to rule the
+  compiled code out when chasing a bug, or to compare both on one
+  installation.
 * `[smpp] event_loop` (or ``OPTOUT_EVENT_LOOP``, which wins) chooses the
   event loop: ``"auto"`` takes uvloop when it is installed
   (``pip install '.[fast]'``), ``"asyncio"`` never does, ``"uvloop"``
