@@ -152,23 +152,36 @@ def _not_unicode(where: str) -> ApiError:
 
 def _lone_surrogate(data: Any) -> str | None:
     """Where in decoded JSON a string (value or key) holds a lone surrogate,
-    as a person would name it ("field 'text'", "field 'opt_out[2]'"), or None.
-    Iterative, so a deeply nested body cannot exhaust the stack; the body is
-    already bounded by `client_max_size`."""
-    stack: list[tuple[Any, str]] = [(data, "")]
+    as a person would name it ("Field 'text'", "Field 'opt_out[2]'"), or None.
+    Iterative, so a deeply nested body cannot exhaust the stack, and each
+    element's path is a link to its parent's (built into text only for the
+    answer), so a wide body nested deep costs no more than its size."""
+    Crumb = tuple[Any, str | int] | None  # (parent crumb, key or index)
+    stack: list[tuple[Any, Crumb]] = [(data, None)]
     while stack:
-        value, path = stack.pop()
+        value, crumb = stack.pop()
         if isinstance(value, str):
             if not is_scalar_text(value):
-                return f"Field '{path}'" if path else "The request body"
+                return f"Field '{_path(crumb)}'" if crumb else "The request body"
         elif isinstance(value, dict):
             for key, item in value.items():
                 if not is_scalar_text(key):
-                    return f"A field name in '{path}'" if path else "A field name"
-                stack.append((item, f"{path}.{key}" if path else key))
+                    return f"A field name in '{_path(crumb)}'" if crumb else "A field name"
+                if isinstance(item, str | dict | list):
+                    stack.append((item, (crumb, key)))
         elif isinstance(value, list):
-            stack.extend((item, f"{path}[{i}]") for i, item in enumerate(value))
+            stack.extend((item, (crumb, i)) for i, item in enumerate(value)
+                         if isinstance(item, str | dict | list))
     return None
+
+
+def _path(crumb: Any) -> str:
+    """'a.b[2].c' from a crumb chain, at most 80 characters."""
+    parts: list[str] = []
+    while crumb is not None:
+        crumb, key = crumb
+        parts.append(f"[{key}]" if isinstance(key, int) else f".{key}")
+    return "".join(reversed(parts)).lstrip(".")[:80]
 
 
 def _refuse_constant(name: str) -> Any:
