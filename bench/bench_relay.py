@@ -315,6 +315,8 @@ class Result:
     #: --modes: the direct run this one is compared with, and its mode.
     paired: Result | None = None
     mode: Mode | None = None
+    #: --modes with --repeat: every run of this mode (this one is the median).
+    spread: list[Result] = field(default_factory=list)
 
     @property
     def throughput(self) -> float:
@@ -562,6 +564,7 @@ def compare_modes(modes: list[Mode], work: Path, sink: Child, sink_port: int,
     the median ratio."""
     directs: list[Result] = []
     runs: dict[str, list[Result]] = {m.name: [] for m in modes}
+    # (`Result.spread` of each chosen run lists all its mode's runs.)
     for mode in modes:
         print(f"  mode {mode.name}: hot path {mode.hot_path}; event loop {mode.event_loop}",
               flush=True)
@@ -582,6 +585,7 @@ def compare_modes(modes: list[Mode], work: Path, sink: Child, sink_port: int,
     for mode in modes:
         ordered = sorted(runs[mode.name], key=lambda r: r.ratio_to_pair)
         pick_ = ordered[(len(ordered) - 1) // 2]
+        pick_.spread = list(runs[mode.name])
         if len(ordered) > 1:
             pick_.note = (f"median of {len(ordered)} ratios: "
                           + ", ".join(f"{r.ratio_to_pair:.2f}" for r in runs[mode.name]))
@@ -599,8 +603,8 @@ def markdown_table(results: list[Result], direct: Result, rate_direct: Result | 
         f"{sys.version.split()[0]}; load generator, sidecar and sink are three processes.",
         "",
         "| run | hot path | event loop | msg/s | ratio to direct | p99 | "
-        "sidecar CPU per relayed submit | other load |",
-        "|---|---|---|---|---|---|---|---|",
+        "sidecar CPU per relayed submit | other load | every run: ratio, CPU |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         d = r.data
@@ -618,11 +622,18 @@ def markdown_table(results: list[Result], direct: Result, rate_direct: Result | 
         lines.append(
             f"| {label} | {hot} | {loop} | {r.throughput:,.0f} | "
             f"{f'**{ratio:.2f}**' if ratio is not None else '-'} | "
-            f"{d['p99_us'] / 1000:.2f} ms | {cpu} | {r.background:.0%} |")
+            f"{d['p99_us'] / 1000:.2f} ms | {cpu} | {r.background:.0%} | "
+            f"{'; '.join(_run_summary(x) for x in r.spread) or '-'} |")
     lines += ["", "Ratio: sidecar throughput / the direct run just before it (same load "
               "generator and sink). Other load: CPU share used by processes outside the "
               "benchmark during the run (the machine is shared; above ~5% the row is noisy)."]
     return "\n".join(lines) + "\n"
+
+
+def _run_summary(r: Result) -> str:
+    cpu = (f", {r.sidecar_cpu / r.data['total_completed'] * 1e6:.1f} µs"
+           if r.sidecar_cpu is not None and r.data.get("total_completed") else "")
+    return f"{r.ratio_to_pair:.2f}{cpu}"
 
 
 START_MARK = "<!-- bench_relay:start -->"
