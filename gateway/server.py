@@ -131,7 +131,8 @@ class Sidecar:
         self._http_server, self.http_guard = await serve_http(
             self._http_runner.server, http_host, http_port,
             max_connections=config.http.max_connections,
-            header_timeout=config.http.header_timeout, reuse_address=True,
+            header_timeout=config.http.header_timeout,
+            closed=self.metrics.http_connections_closed, reuse_address=True,
             reuse_port=self.reuse_port or None)
         http_addr = self._http_server.sockets[0].getsockname()[:2]
 

@@ -118,6 +118,13 @@ class Metrics:
             ["decision"],
             registry=r,
         )
+        self.http_connections_closed = Counter(
+            "optout_http_connections_closed_total",
+            "HTTP connections the listener closed itself: over [http] max_connections (503) "
+            "or without a complete request head within header_timeout (408).",
+            ["reason"],
+            registry=r,
+        )
         self.http_auth_failures = Counter(
             "optout_http_auth_failures_total",
             "HTTP API requests with a wrong bearer token.",

@@ -143,19 +143,21 @@ ListenerFactory = Callable[..., "asyncio.Future[Listener]"]
 
 
 @pytest.fixture
-async def listen(service: OptOutService) -> AsyncIterator[Callable[..., object]]:
+async def listen(service: OptOutService,
+                 metrics: Metrics) -> AsyncIterator[Callable[..., object]]:
     """Start the real app behind the guard on a loopback port."""
     started: list[tuple[web.AppRunner, asyncio.Server]] = []
 
     async def start(*, max_connections: int = 100, header_timeout: float = 0.5,
                     body_timeout: float = 30.0) -> Listener:
-        app = make_app(service, Metrics(), TOKENS, body_timeout=body_timeout)
+        app = make_app(service, metrics, TOKENS, body_timeout=body_timeout)
         runner = web.AppRunner(app, access_log=None, keepalive_timeout=header_timeout)
         await runner.setup()
         assert runner.server is not None
         server, guard = await serve(runner.server, "127.0.0.1", 0,
                                     max_connections=max_connections,
-                                    header_timeout=header_timeout)
+                                    header_timeout=header_timeout,
+                                    closed=metrics.http_connections_closed)
         started.append((runner, server))
         return Listener("127.0.0.1", server.sockets[0].getsockname()[1], guard)
 
@@ -192,7 +194,14 @@ async def drip(writer: asyncio.StreamWriter, data: bytes, every: float,
         await asyncio.sleep(every)
 
 
-async def test_connections_that_send_headers_slowly_are_closed(listen: ListenerFactory) -> None:
+def closed_count(metrics: Metrics, reason: str) -> float:
+    return metrics.registry.get_sample_value(
+        "optout_http_connections_closed_total", {"reason": reason}) or 0.0
+
+
+async def test_connections_that_send_headers_slowly_are_closed(
+    listen: ListenerFactory, metrics: Metrics
+) -> None:
     # Given a listener with a 0.5 s head deadline,
     listener = await listen(header_timeout=0.5)
     head = b"GET /healthz HTTP/1.1\r\nHost: x\r\n" + b"X-Slow: " + b"a" * 400 + b"\r\n\r\n"
@@ -212,6 +221,7 @@ async def test_connections_that_send_headers_slowly_are_closed(listen: ListenerF
     assert all(a == b"" or a.startswith(b"HTTP/1.1 408 ") for a in answers), answers[0][:80]
     assert took < 2.5
     assert listener.guard.timed_out == 51
+    assert closed_count(metrics, "header_timeout") == 51
     await asyncio.sleep(0)  # connection_lost callbacks
     assert listener.guard.active == 0
     for _, writer in conns:
@@ -270,7 +280,7 @@ async def test_a_body_dripped_slower_than_the_body_timeout_gets_408(
 
 
 async def test_connections_beyond_the_cap_get_503_and_are_closed(
-    listen: ListenerFactory,
+    listen: ListenerFactory, metrics: Metrics
 ) -> None:
     # Given a cap of 3 and three idle connections,
     listener = await listen(max_connections=3, header_timeout=30.0)
@@ -283,6 +293,7 @@ async def test_connections_beyond_the_cap_get_503_and_are_closed(
     answer = await read_until_closed(reader, 3.0)
     assert answer.startswith(b"HTTP/1.1 503 ")
     assert b"Retry-After: 1" in answer and b'"too_many_connections"' in answer
+    assert closed_count(metrics, "max_connections") == 1
     writer.close()
 
     # and once one idle connection goes, a new client is served again.

@@ -37,6 +37,7 @@ from typing import Any, cast
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_request import BaseRequest
+from prometheus_client import Counter
 
 from gateway import logs
 
@@ -96,13 +97,25 @@ class ConnectionGuard:
     """A protocol factory for `loop.create_server` wrapping aiohttp's."""
 
     def __init__(self, inner: Callable[[], asyncio.Protocol], *, max_connections: int,
-                 header_timeout: float) -> None:
+                 header_timeout: float, closed: Counter | None = None) -> None:
+        """`closed`: `optout_http_connections_closed_total`, counted by reason
+        (`max_connections`, `header_timeout`) when given."""
         self._inner = inner
         self.max_connections = max_connections
         self.header_timeout = header_timeout
         self.active = 0
         self.refused = 0
         self.timed_out = 0
+        self._closed = closed
+
+    def count(self, reason: str) -> None:
+        """One connection closed by the guard for `reason`."""
+        if reason == "max_connections":
+            self.refused += 1
+        else:
+            self.timed_out += 1
+        if self._closed is not None:
+            self._closed.labels(reason).inc()
 
     def __call__(self) -> asyncio.Protocol:
         return _Guarded(self)
@@ -125,7 +138,7 @@ class _Guarded(asyncio.Protocol):
         guard = self._guard
         self._transport = transport
         if guard.active >= guard.max_connections:
-            guard.refused += 1
+            guard.count("max_connections")
             transport.write(_TOO_MANY)
             transport.close()
             return
@@ -145,7 +158,7 @@ class _Guarded(asyncio.Protocol):
         transport = self._transport
         if transport is None or transport.is_closing():
             return
-        self._guard.timed_out += 1
+        self._guard.count("header_timeout")
         peer = transport.get_extra_info("peername")
         logs.event(log, "http_header_timeout", logging.INFO,
                    peer=str(peer[0]) if peer else "unknown",
@@ -190,11 +203,11 @@ class _Guarded(asyncio.Protocol):
 
 
 async def serve(factory: Callable[[], asyncio.Protocol], host: str, port: int, *,
-                max_connections: int, header_timeout: float,
+                max_connections: int, header_timeout: float, closed: Counter | None = None,
                 **kwargs: Any) -> tuple[asyncio.Server, ConnectionGuard]:
     """Listen on host:port with `factory` (e.g. an `AppRunner`'s `server`)
     behind a `ConnectionGuard`. Returns the server and the guard."""
     guard = ConnectionGuard(factory, max_connections=max_connections,
-                            header_timeout=header_timeout)
+                            header_timeout=header_timeout, closed=closed)
     server = await asyncio.get_running_loop().create_server(guard, host, port, **kwargs)
     return server, guard
