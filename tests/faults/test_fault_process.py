@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import signal
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -178,6 +179,45 @@ async def test_sigterm_with_a_carrier_that_never_answers_hands_back_at_the_deadl
     assert rc == 0 and took < 3.0
     assert [f.result().status for f in futures] == [0x08] * 20
     assert esme.unbind_received.is_set()
+
+
+async def test_while_draining_late_requests_are_handed_back_and_earlier_ones_answered(
+    tmp_path: Path, carrier: CarrierSim
+) -> None:
+    # Given submits at a carrier that answers after 1.5 s, and an MO receiver
+    db = tmp_path / "optout.db"
+    await make_store(db)
+    carrier.config.submit_delay = 1.5
+    sidecar = await SidecarProcess.start(tmp_path, sidecar_toml(
+        db, carrier.port, smpp={"drain_timeout": 6}, upstream=REPLY))
+    try:
+        esme = await Esme.connect(sidecar.smpp)
+        assert await esme.bind() == 0
+        await carrier.wait_for_sessions(2, timeout=10)
+        early = [esme.submit(f"1415555{i:04d}") for i in range(5)]
+        await carrier.wait_for_submits(5, timeout=10)
+        # When the sidecar gets SIGTERM
+        assert sidecar.proc is not None
+        sidecar.proc.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(esme.unbind_received.wait(), 5)
+        # Then a submit sent after it asked the sender to unbind is handed
+        # back at once with 0x08, and an MO is handed back with 0x64 for
+        # redelivery (the sidecar's own bind, with no confirmation left to
+        # send, is already unbound)
+        late = await asyncio.wait_for(esme.submit("14155550999"), 1)
+        mo_sender = await carrier.inject_mo("14155550998", INBOUND.lstrip("+"), "STOP",
+                                            system_id="acme", timeout=5)
+        # while the submits sent before are answered as the carrier answers them
+        answers = [(await asyncio.wait_for(f, 5)).status for f in early]
+        assert sidecar.proc is not None
+        rc = await asyncio.wait_for(sidecar.proc.wait(), 10)
+    finally:
+        await sidecar.kill()
+    assert late.status == 0x08
+    assert mo_sender == 0x64
+    assert answers == [0] * 5
+    assert rc == 0
+    assert carrier.submit_count == 5  # the late submit never reached the carrier
 
 
 async def _stop_on_unbind(pump: Pump) -> None:
