@@ -454,6 +454,11 @@ class CarrierSim:
             if s.state.is_bound
         ]
 
+    def unanswered(self, system_id: str) -> int:
+        """Our requests (deliver_sm, unbind) to sessions of ``system_id`` that
+        have no response yet: a client that stopped reading leaves them here."""
+        return sum(len(s.pending) for s in self._sessions if s.system_id == system_id)
+
     async def wait_for_sessions(self, n: int, timeout: float = 5.0) -> None:
         """Return once at least ``n`` sessions are bound (TimeoutError otherwise)."""
         await self._wait_until(lambda: self.sessions >= n, timeout)

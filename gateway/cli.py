@@ -66,6 +66,15 @@ def _parser() -> argparse.ArgumentParser:
     sim.add_argument("--control", default="127.0.0.1:2777",
                      help="HTTP control HOST:PORT (POST /mo injects an MO)")
     sim.add_argument("--no-receipts", action="store_true", help="never send delivery receipts")
+    # Fault modes, to rehearse what docs/RELIABILITY.md measures by hand.
+    sim.add_argument("--never-answer", action="store_true",
+                     help="take submits but never answer them (a stuck carrier)")
+    sim.add_argument("--submit-delay", type=float, default=0.0, metavar="SECONDS",
+                     help="answer each submit this late (a slow carrier)")
+    sim.add_argument("--submit-status", type=_status, default=0, metavar="STATUS",
+                     help="answer every submit with this status, e.g. 0x58 (throttled)")
+    sim.add_argument("--bind-status", type=_status, default=0, metavar="STATUS",
+                     help="refuse every bind with this status, e.g. 0x0d")
     sim.set_defaults(func=_carrier_sim)
 
     imp = sub.add_parser("import", help="import unsubscribed numbers from CSV")
@@ -263,6 +272,17 @@ def _banner(config: Config, token: str | None, *, workers: int) -> None:
                         workers=workers), flush=True)
 
 
+def _status(text: str) -> int:
+    """An SMPP command_status from the command line: 88, 0x58 or 0o130."""
+    try:
+        value = int(text, 0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a status: {text!r}") from None
+    if not 0 <= value <= 0xFFFFFFFF:
+        raise argparse.ArgumentTypeError(f"status out of range: {text!r}")
+    return value
+
+
 def _carrier_sim(args: argparse.Namespace) -> int:
     from gateway.carrier_sim import SimConfig, run_carrier_sim
 
@@ -270,7 +290,9 @@ def _carrier_sim(args: argparse.Namespace) -> int:
     chost, cport = parse_hostport(args.control, "--control")
     logs.configure("INFO")
     config = SimConfig(host=host, port=port, control_host=chost, control_port=cport,
-                       receipts=not args.no_receipts)
+                       receipts=not args.no_receipts, answer_submits=not args.never_answer,
+                       submit_delay=args.submit_delay, submit_status=args.submit_status,
+                       bind_status=args.bind_status)
     print(f"carrier simulator: SMPP on {host}:{port}, control on http://{chost}:{cport}/",
           flush=True)
     with contextlib.suppress(KeyboardInterrupt):

@@ -618,6 +618,8 @@ class ProxySession:
                    submits_outstanding=upstream.outstanding if upstream else 0,
                    delivers_outstanding=sender.outstanding)
         unbind_sent = sender.request(encode_simple(Command.UNBIND, 0, 0))
+        # Polled: "nothing outstanding" spans both legs and the MO tasks, and
+        # a 20 ms step is nothing next to a drain of seconds.
         while not drain.expired() and not sender.closed.done():
             if upstream is None or upstream.closed.done():
                 break

@@ -4,6 +4,7 @@ list, export it back, and `run` on embedded defaults."""
 from __future__ import annotations
 
 import asyncio
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +12,7 @@ from pathlib import Path
 import aiohttp
 
 from rules.service import OptOutService
+from tests.raw_smpp import RawPeer
 
 INBOUND = "+18005550100"
 
@@ -71,3 +73,32 @@ async def test_run_on_embedded_defaults_prints_where_to_bind(tmp_path: Path) -> 
     finally:
         proc.terminate()
         assert await proc.wait() == 0  # SIGTERM is a clean stop
+
+
+async def test_carrier_sim_fault_modes_from_the_command_line(tmp_path: Path) -> None:
+    # Given the simulator started to refuse binds (one of its fault modes)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "gateway.cli", "carrier-sim", "--listen", f"127.0.0.1:{port}",
+        "--control", "127.0.0.1:0", "--bind-status", "0x0d", "--submit-status", "0x58",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
+        cwd=Path(__file__).resolve().parent.parent)
+    try:
+        assert proc.stdout is not None
+        assert b"carrier simulator" in await asyncio.wait_for(proc.stdout.readline(), 30)
+        # When a client binds, then it gets that status
+        peer = await RawPeer.connect("127.0.0.1", port)
+        resp = await peer.bind(system_id="acme", password="secret")
+        assert resp.command_status == 0x0D
+        peer.close()
+    finally:
+        proc.terminate()
+        await proc.wait()
+
+
+def test_carrier_sim_refuses_a_status_that_is_not_a_number(tmp_path: Path) -> None:
+    result = cli("carrier-sim", "--submit-status", "throttled", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "not a status" in result.stderr
