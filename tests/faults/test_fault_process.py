@@ -114,8 +114,16 @@ async def test_sigterm_under_load_drains_unbinds_and_exits_0_losing_no_stop(
         await asyncio.sleep(1.5)
         unbinds_before = carrier.unbinds_received
         # When the sidecar gets SIGTERM under that load
-        rc, took = await sidecar.terminate(timeout=drain_timeout + 10)
-        # Then it exits 0 within the drain timeout
+        assert sidecar.proc is not None
+        signalled = time.monotonic()
+        sidecar.proc.send_signal(signal.SIGTERM)
+        # Then it stops accepting connections at once
+        await asyncio.wait_for(esmes[0].unbind_received.wait(), 5)
+        with pytest.raises(OSError):
+            await Esme.connect(sidecar.smpp)
+        # and exits 0 within the drain timeout
+        rc = await asyncio.wait_for(sidecar.proc.wait(), drain_timeout + 10)
+        took = time.monotonic() - signalled
         assert rc == 0
         assert took < drain_timeout
         storm.stop.set()
@@ -137,9 +145,6 @@ async def test_sigterm_under_load_drains_unbinds_and_exits_0_losing_no_stop(
     drained = sidecar.events("draining")
     in_flight = sum(e["submits_outstanding"] for e in drained)
     assert in_flight > 0  # the stop did land under load
-    # it stopped accepting: the listener is gone
-    with pytest.raises(OSError):
-        await Esme.connect(sidecar.smpp)
     # and no STOP the carrier saw acknowledged is lost
     assert storm.acknowledged
     assert await lost_opt_outs(db, storm.acknowledged) == []
@@ -147,7 +152,8 @@ async def test_sigterm_under_load_drains_unbinds_and_exits_0_losing_no_stop(
         "SIGTERM under load",
         "stops accepting, unbinds both legs, answers or hands back everything outstanding, "
         "exits 0 within the drain timeout; no acknowledged STOP lost",
-        f"exit 0 after {took:.2f} s (drain_timeout {drain_timeout:.0f} s); {in_flight} "
+        f"new connections refused at once; exit 0 after {took:.2f} s (drain_timeout "
+        f"{drain_timeout:.0f} s); {in_flight} "
         f"submits in flight at SIGTERM; {statuses.get(0, 0)} answered by the carrier, "
         f"{statuses.get(0x08, 0)} handed back 0x08, 0 unanswered; 2/2 senders and 3/3 "
         f"carrier legs unbound; {len(storm.acknowledged)} acknowledged STOPs, 0 lost",
@@ -200,7 +206,10 @@ async def test_while_draining_late_requests_are_handed_back_and_earlier_ones_ans
         assert sidecar.proc is not None
         sidecar.proc.send_signal(signal.SIGTERM)
         await asyncio.wait_for(esme.unbind_received.wait(), 5)
-        # Then a submit sent after it asked the sender to unbind is handed
+        # Then it no longer accepts connections
+        with pytest.raises(OSError):
+            await Esme.connect(sidecar.smpp)
+        # and a submit sent after it asked the sender to unbind is handed
         # back at once with 0x08, and an MO is handed back with 0x64 for
         # redelivery (the sidecar's own bind, with no confirmation left to
         # send, is already unbound)
