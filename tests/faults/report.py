@@ -2,6 +2,8 @@
 
     python -m pytest tests/faults            # runs the scenarios, appends results
     python -m tests.faults.report            # writes docs/RELIABILITY.md
+    python -m tests.faults.report --results build/fault-results.jsonl \
+        --results build/soak-1m.jsonl        # merged: later files win per scenario
 
 The table is never typed by hand: each row is the latest result of one
 scenario as the test that asserted its promise recorded it.
@@ -35,13 +37,15 @@ ORDER = [
 ]
 
 
-def latest(results: Path) -> dict[str, dict[str, Any]]:
-    """The last recorded entry of each scenario."""
+def latest(*results: Path) -> dict[str, dict[str, Any]]:
+    """The last recorded entry of each scenario, reading the files in order
+    (so a later file, e.g. a full-size soak run, wins over an earlier one)."""
     out: dict[str, dict[str, Any]] = {}
-    for line in results.read_text(encoding="utf-8").splitlines():
-        if line.strip():
-            entry = json.loads(line)
-            out[entry["scenario"]] = entry
+    for path in results:
+        for line in path.read_text(encoding="utf-8").splitlines():
+            if line.strip():
+                entry = json.loads(line)
+                out[entry["scenario"]] = entry
     return out
 
 
@@ -80,15 +84,19 @@ def render(entries: dict[str, dict[str, Any]]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--results", type=Path, default=RESULTS)
+    parser.add_argument("--results", type=Path, action="append",
+                        help=f"a results file (default {RESULTS}); repeat to merge "
+                             "several, later ones winning per scenario")
     parser.add_argument("--output", type=Path, default=REPO / "docs" / "RELIABILITY.md")
     args = parser.parse_args(argv)
-    if not args.results.exists():
-        print(f"no results at {args.results}: run `python -m pytest tests/faults` first",
-              file=sys.stderr)
-        return 1
+    results: list[Path] = args.results or [RESULTS]
+    for path in results:
+        if not path.exists():
+            print(f"no results at {path}: run `python -m pytest tests/faults` first",
+                  file=sys.stderr)
+            return 1
     args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(render(latest(args.results)), encoding="utf-8")
+    args.output.write_text(render(latest(*results)), encoding="utf-8")
     print(f"wrote {args.output}")
     return 0
 

@@ -73,7 +73,7 @@ async def test_carrier_that_never_answers_gets_each_submit_answered_0x08_with_bo
         # (the first window was read at once: its answers show the timeout itself;
         # later submits also waited in the socket while the sidecar held them)
         first = pump.latencies[:WINDOW]
-        assert max(first) < 1.3, max(first)
+        assert max(first) < 1.5, max(first)  # was up to 2 s with a 1 s tick
         assert stats_during["outstanding"] <= WINDOW
         growth = rss_peak - rss_early
         assert growth < 4096, f"RSS grew {growth} KiB while the carrier never answered"

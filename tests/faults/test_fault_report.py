@@ -35,3 +35,21 @@ def test_report_has_one_row_per_scenario_with_the_latest_figure(tmp_path: Path) 
 def test_report_without_results_says_how_to_get_them(tmp_path: Path) -> None:
     assert main(["--results", str(tmp_path / "none.jsonl"),
                  "--output", str(tmp_path / "out.md")]) == 1
+
+
+def test_later_results_files_win_per_scenario(tmp_path: Path) -> None:
+    # Given a CI-size run and a later full-size soak in its own file
+    base = {"promise": "p", "rerun": "r", "scale": 1.0, "at": "2026-11-30T10:00:00Z",
+            "python": "3.11.2", "cpus": 2, "data": {}}
+    ci, full = tmp_path / "ci.jsonl", tmp_path / "full.jsonl"
+    ci.write_text(json.dumps({**base, "scenario": "soak", "figure": "100,000 submits"}) + "\n"
+                  + json.dumps({**base, "scenario": "SIGTERM under load", "figure": "exit 0"})
+                  + "\n")
+    full.write_text(json.dumps({**base, "scenario": "soak", "figure": "1,000,000 submits"}) + "\n")
+    output = tmp_path / "out.md"
+    # When both are merged
+    assert main(["--results", str(ci), "--results", str(full), "--output", str(output)]) == 0
+    # Then the soak row is the full run's, and the other rows stay
+    text = output.read_text()
+    assert "1,000,000 submits" in text and "100,000 submits" not in text
+    assert "exit 0" in text
