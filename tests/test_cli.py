@@ -88,8 +88,15 @@ async def test_carrier_sim_fault_modes_from_the_command_line(tmp_path: Path) -> 
     try:
         assert proc.stdout is not None
         assert b"carrier simulator" in await asyncio.wait_for(proc.stdout.readline(), 30)
+        # (it prints that line just before it listens)
+        peer = None
+        async with asyncio.timeout(30):
+            while peer is None:
+                try:
+                    peer = await RawPeer.connect("127.0.0.1", port)
+                except ConnectionRefusedError:
+                    await asyncio.sleep(0.05)
         # When a client binds, then it gets that status
-        peer = await RawPeer.connect("127.0.0.1", port)
         resp = await peer.bind(system_id="acme", password="secret")
         assert resp.command_status == 0x0D
         peer.close()
