@@ -4,6 +4,13 @@ Replies are queued in the store's outbox in the same transaction as the
 status change they answer, so an MO never fails because no carrier session
 is up: the reply waits and goes out as soon as one is (SPEC section 3).
 
+In a fleet every sidecar drains the same outbox: a sidecar claims the
+replies it is about to send, for a lease (`OptOutService.claim_replies`),
+so each confirmation goes out through exactly one of them. A sidecar that
+dies holding claims loses them when the lease expires, and another sends
+them; if it died after the carrier accepted a reply and before the store
+recorded that, the reply goes out twice (the one window for a duplicate).
+
 Which session carries them: the sidecar's own transmitter bind when
 `[upstream] reply_system_id` is configured, otherwise any bound
 transmitter-capable upstream session of a sender. The sidecar originates
@@ -16,7 +23,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import random
+import secrets
+import socket
 import time
 
 from gateway import logs
@@ -174,6 +184,9 @@ class ReplySender:
         self._to_mark: list[tuple[int, str | None]] = []
         self._marking: asyncio.Task[None] | None = None
         self._own = _ReplyBind(ctx, self._wake) if ctx.config.upstream.reply_system_id else None
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+        """This sender's name on the replies it claims in the outbox: a fleet
+        of sidecars sends each confirmation once (`OptOutService.claim_replies`)."""
         self._probe_ok = False
         self._last_probe = 0.0
 
@@ -263,8 +276,13 @@ class ReplySender:
         if self._own is not None and not self._own.bound:
             await self._own.connect()
         await self._probe()
-        pending = await self.service.pending_replies(limit=self.ctx.config.smpp.window)
-        self.ctx.metrics.replies_pending.set(len(pending))
+        waiting = await self.service.pending_reply_count()  # a read; claiming is a write
+        self.ctx.metrics.replies_pending.set(waiting)
+        if not waiting or self._carrier_link() is None:
+            # Claim nothing we cannot send: another sidecar of the fleet may
+            # have a carrier session for them.
+            return
+        pending = await self.service.claim_replies(self.owner, limit=self.ctx.config.smpp.window)
         for reply in pending:
             if reply.id in self._in_flight:
                 continue

@@ -9,7 +9,6 @@ confirmation, and Prometheus shows the block.
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +29,7 @@ from rules.model import SmsType
 from tests.esme import Esme
 from tests.raw_smpp import RawPeer
 from tests.sentinel import arrivals_before_sentinel
+from tests.stores import execute_raw
 from tests.waiting import wait_for
 
 INBOUND = "+18005550100"  # the sender's toll-free number
@@ -313,17 +313,16 @@ async def test_a_jamaican_stop_changes_nothing(world: World) -> None:
 
 
 async def test_store_failure_makes_the_carrier_redeliver(world: World) -> None:
-    with sqlite3.connect(world.db_path) as other:
-        other.execute("CREATE TRIGGER broken BEFORE INSERT ON record "
-                      "BEGIN SELECT RAISE(ABORT, 'disk failure'); END")
+    url = f"sqlite:///{world.db_path}"
+    await execute_raw(url, "CREATE TRIGGER broken BEFORE INSERT ON record "
+                           "BEGIN SELECT RAISE(ABORT, 'disk failure'); END")
     assert await mo(world, "STOP") == CommandStatus.ESME_RX_T_APPN
     assert world.sidecar.service is not None
     assert world.sidecar.service.unsubscribed_count() == 0
     assert world.metrics.registry.get_sample_value(
         "optout_store_errors_total", {"operation": "handle_mo"}) == 1
 
-    with sqlite3.connect(world.db_path) as other:
-        other.execute("DROP TRIGGER broken")
+    await execute_raw(url, "DROP TRIGGER broken")
     assert await mo(world, "STOP") == 0  # the carrier's redelivery lands
     assert world.sidecar.service.unsubscribed_count() == 1
 

@@ -49,6 +49,11 @@ from rules.store import (
     pack,
 )
 
+REPLY_LEASE: Final = 60.0
+"""Seconds a claimed reply stays with its sender before another may take it
+over: longer than the carrier's answer can take, short enough that a
+confirmation whose sidecar died still goes out well within 5 minutes."""
+
 _UNSUB_ORDERS: Final = ("number", "newest", "oldest")
 # Every in-scope subscriber is a NANP number: "+1" and ten digits.
 _NANP_DIGITS: Final = 11
@@ -434,6 +439,23 @@ class SubscriberCommands(ServiceCore):
         limit = max(1, min(int(limit), MAX_PAGE))
         async with self._store.reading() as tx:
             return await tx.pending_replies(limit)
+
+    async def claim_replies(
+        self, owner: str, limit: int = 100, *, lease: float = REPLY_LEASE
+    ) -> list[Reply]:
+        """Unsent replies for `owner` (one sidecar process) to send, oldest
+        first: no other sidecar gets them until `lease` seconds have passed
+        without them being marked sent (then their sender is presumed dead
+        and they are handed to the next one that asks). `owner` gets its own
+        unsent claims again, so a reply the carrier refused is retried."""
+        limit = max(1, min(int(limit), MAX_PAGE))
+
+        async def run() -> list[Reply]:
+            async with self._store.transaction() as tx:
+                now = self._clock()
+                return await tx.claim_replies(owner, now=now, until=now + lease, limit=limit)
+
+        return await self._write(run())
 
     async def pending_reply_count(self) -> int:
         async with self._store.reading() as tx:

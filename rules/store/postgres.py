@@ -398,6 +398,22 @@ class PostgresTx:
         )
         return [reply_from(r) for r in rows]
 
+    async def claim_replies(
+        self, owner: str, *, now: float, until: float, limit: int
+    ) -> list[Reply]:
+        """See `rules.store.base.Tx.claim_replies`. FOR UPDATE SKIP LOCKED:
+        a row another transaction is claiming is passed over, never waited
+        for or taken twice."""
+        rows = await self._all(
+            "UPDATE reply_outbox SET claimed_by = $1, claim_until = $2 WHERE id IN ("
+            "SELECT id FROM reply_outbox WHERE sent_at IS NULL AND "
+            "(claim_until IS NULL OR claim_until < $3 OR claimed_by = $1) "
+            "ORDER BY id LIMIT $4 FOR UPDATE SKIP LOCKED) "
+            "RETURNING id, source_addr, destination_addr, text, action",
+            (owner, until, now, limit),
+        )
+        return sorted((reply_from(r) for r in rows), key=lambda r: r.id)
+
     async def pending_reply_count(self) -> int:
         row = await self._one("SELECT COUNT(*) FROM reply_outbox WHERE sent_at IS NULL")
         return int(row[0])

@@ -411,6 +411,20 @@ class SqliteTx:
         )
         return [reply_from(r) for r in rows]
 
+    async def claim_replies(
+        self, owner: str, *, now: float, until: float, limit: int
+    ) -> list[Reply]:
+        """See `rules.store.base.Tx.claim_replies` (writes are serialised by
+        SQLite's write lock, so a plain UPDATE ... RETURNING is exclusive)."""
+        rows = await self._all(
+            "UPDATE reply_outbox SET claimed_by = ?, claim_until = ? WHERE id IN ("
+            "SELECT id FROM reply_outbox WHERE sent_at IS NULL AND "
+            "(claim_until IS NULL OR claim_until < ? OR claimed_by = ?) ORDER BY id LIMIT ?) "
+            "RETURNING id, source_addr, destination_addr, text, action",
+            (owner, until, now, owner, limit),
+        )
+        return sorted((reply_from(r) for r in rows), key=lambda r: r.id)
+
     async def pending_reply_count(self) -> int:
         row = await self._one("SELECT COUNT(*) FROM reply_outbox WHERE sent_at IS NULL")
         return int(row[0])
