@@ -170,6 +170,9 @@ class HttpConfig:
 @dataclass(frozen=True)
 class StoreConfig:
     url: str = "sqlite:///optout.db"
+    # Seconds a sidecar holds a confirmation it claimed from the outbox
+    # before another sidecar of the fleet may send it (its sender presumed dead).
+    reply_lease: float = 60.0
 
 
 @dataclass(frozen=True)
@@ -375,6 +378,11 @@ def _validate(config: Config, source: str) -> None:
     for key in ("response_timeout", "enquire_link_interval", "bind_timeout"):
         if getattr(s, key) <= 0:
             raise bad(f"smpp.{key}", "must be a positive number of seconds")
+    if not 1 <= config.store.reply_lease <= 3600:
+        raise bad("store.reply_lease", "must be between 1 and 3600 seconds")
+    if config.store.reply_lease <= s.response_timeout:
+        # Else a slow carrier answer would let a second sidecar send it too.
+        raise bad("store.reply_lease", "must be longer than smpp.response_timeout")
     if not 0 <= s.drain_timeout <= 3600:
         raise bad("smpp.drain_timeout", "must be between 0 and 3600 seconds")
     if isinstance(s.workers, str) and s.workers != "auto":

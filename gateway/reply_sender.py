@@ -282,7 +282,9 @@ class ReplySender:
             # Claim nothing we cannot send: another sidecar of the fleet may
             # have a carrier session for them.
             return
-        pending = await self.service.claim_replies(self.owner, limit=self.ctx.config.smpp.window)
+        pending = await self.service.claim_replies(
+            self.owner, limit=self.ctx.config.smpp.window, lease=self.ctx.config.store.reply_lease
+        )
         for reply in pending:
             if reply.id in self._in_flight:
                 continue

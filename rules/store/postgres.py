@@ -615,34 +615,56 @@ class PostgresStore:
             raise StoreUnavailable("store is closed")
         lock = self._write_lock if write else contextlib.nullcontext()
         async with lock:
+            conn, transaction = await self._begin(write)
+            try:
+                async with self._pg_transaction(conn, transaction, write) as tx:
+                    yield tx
+            finally:
+                await self._release(conn)
+
+    async def _begin(self, write: bool) -> tuple[Any, Any]:
+        """A connection with a transaction begun (and, for a write, the
+        writer lock held). After the server restarted, the pool's idle
+        connections are dead and only say so when used: beginning is safe to
+        repeat (nothing happened yet), so it is tried once more on a fresh
+        connection before the caller is told the store is unavailable."""
+        for attempt in (1, 2):
             try:
                 conn = await self._pool.acquire(timeout=self._timeout)
             except DB_ERRORS as exc:
                 raise StoreUnavailable(f"store: cannot connect: {_describe(exc)}") from exc
+            if write:
+                transaction = conn.transaction()
+            else:
+                transaction = conn.transaction(isolation="repeatable_read", readonly=True)
             try:
-                async with self._pg_transaction(conn, write) as tx:
-                    yield tx
-            finally:
-                with contextlib.suppress(*DB_ERRORS):
-                    await self._pool.release(conn, timeout=self._timeout)
+                await transaction.start()
+                if write:
+                    # The fleet-wide writer lock (see the module docstring).
+                    await conn.execute("SELECT id FROM feed_head FOR UPDATE")
+                return conn, transaction
+            except DB_ERRORS as exc:
+                await _rollback_quietly(transaction)
+                await self._release(conn)
+                if attempt == 2 or isinstance(exc, TimeoutError):
+                    raise StoreUnavailable(
+                        f"store: cannot begin a transaction: {_describe(exc)}"
+                    ) from exc
+        raise AssertionError("unreachable")
+
+    async def _release(self, conn: Any) -> None:
+        try:
+            await self._pool.release(conn, timeout=self._timeout)
+        except DB_ERRORS:
+            conn.terminate()  # broken: the pool opens a new one when needed
 
     @asynccontextmanager
-    async def _pg_transaction(self, conn: Any, write: bool) -> AsyncIterator[PostgresTx]:
-        """One transaction on an acquired connection; after-commit callbacks
+    async def _pg_transaction(
+        self, conn: Any, transaction: Any, write: bool
+    ) -> AsyncIterator[PostgresTx]:
+        """The caller's block in a begun transaction; after-commit callbacks
         run before the caller's write lock is released."""
-        if write:
-            transaction = conn.transaction()
-        else:
-            transaction = conn.transaction(isolation="repeatable_read", readonly=True)
         tx = PostgresTx(conn)
-        try:
-            await transaction.start()
-            if write:
-                # The fleet-wide writer lock (see the module docstring).
-                await conn.execute("SELECT id FROM feed_head FOR UPDATE")
-        except DB_ERRORS as exc:
-            await _rollback_quietly(transaction)
-            raise StoreUnavailable(f"store: cannot begin a transaction: {_describe(exc)}") from exc
         written: list[Change] = []
         try:
             if write and self._feed is not None:
