@@ -170,6 +170,9 @@ class HttpConfig:
 @dataclass(frozen=True)
 class StoreConfig:
     url: str = "sqlite:///optout.db"
+    # Take the URL from this environment variable instead (e.g. filled from
+    # a Kubernetes Secret), so the database password stays out of the file.
+    url_env: str = ""
     # Seconds a sidecar holds a confirmation it claimed from the outbox
     # before another sidecar of the fleet may send it (its sender presumed dead).
     reply_lease: float = 60.0
@@ -287,6 +290,12 @@ def parse_config(data: dict[str, Any], *, source: str = "<config>") -> Config:
         else:
             raise ConfigError(f"{source}: unknown key {key!r}")
     config = Config(**parts)
+    if config.store.url_env:
+        name = config.store.url_env
+        from_env = os.environ.get(name, "")
+        if not from_env:
+            raise ConfigError(f"{source}: store.url_env: environment variable {name} is not set")
+        config = dataclasses.replace(config, store=dataclasses.replace(config.store, url=from_env))
     _validate(config, source)
     return config
 

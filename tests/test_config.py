@@ -256,3 +256,21 @@ def test_config_strings_must_be_unicode_scalar_values() -> None:
 def test_a_lone_surrogate_escape_in_the_file_is_exit_2(tmp_path: Path) -> None:
     path = write(tmp_path, '[program]\nname = "Acme \\ud800"\n')
     assert main(["check-config", "--config", str(path)]) == 2
+
+
+def test_the_store_url_can_come_from_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # As a Kubernetes Secret fills it: the password never sits in the file.
+    monkeypatch.setenv("OPTOUT_DB", "postgresql://optout:s3cret@db:5432/optout")
+    config = load_config(write(tmp_path, "[store]\nurl_env = 'OPTOUT_DB'\n"))
+    assert config.store.url == "postgresql://optout:s3cret@db:5432/optout"
+    monkeypatch.delenv("OPTOUT_DB")
+    with pytest.raises(ConfigError, match="OPTOUT_DB is not set"):
+        load_config(write(tmp_path, "[store]\nurl_env = 'OPTOUT_DB'\n"))
+
+
+def test_the_reply_lease_must_outlast_a_carrier_answer(tmp_path: Path) -> None:
+    text = "[smpp]\nresponse_timeout = 30\n[store]\nreply_lease = 10\n"
+    with pytest.raises(ConfigError, match=r"store\.reply_lease must be longer"):
+        load_config(write(tmp_path, text))

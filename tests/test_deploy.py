@@ -663,3 +663,143 @@ def test_every_alert_has_a_unit_test_that_fires_it() -> None:
                     expected["exp_labels"]["severity"])
     for rule in alert_rules():
         assert fired.get(rule["alert"]) == {rule["labels"]["severity"]}, rule["alert"]
+
+
+# --- the fleet: PostgreSQL and two sidecars ------------------------------------------
+
+FLEET = DEPLOY / "kubernetes" / "fleet"
+FLEET_EXAMPLE = FLEET / "sidecar.fleet.example.toml"
+
+
+def haproxy_servers(backend: str) -> list[tuple[str, int]]:
+    """(host, port) of each `server` line of one backend in haproxy.fleet.cfg."""
+    servers: list[tuple[str, int]] = []
+    current = None
+    for line in (DEPLOY / "haproxy.fleet.cfg").read_text().splitlines():
+        words = line.split()
+        if not words or words[0].startswith("#"):
+            continue
+        if words[0] in ("frontend", "backend", "defaults", "global"):
+            current = words[1] if len(words) > 1 else None
+        elif words[0] == "server" and current == backend:
+            host, port = parse_hostport(words[2], backend)
+            servers.append((host, port))
+    return servers
+
+
+@needs_yaml
+def test_compose_fleet_shares_one_database_between_two_sidecars_behind_one_address(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    compose = load_yaml(DEPLOY / "compose.fleet.yaml")
+    services = compose["services"]
+    assert set(services) == {"postgres", "carrier", "sidecar-a", "sidecar-b", "lb"}
+    sidecars = [services["sidecar-a"], services["sidecar-b"]]
+    for name, service in services.items():
+        assert "healthcheck" in service, name
+        for dependency, condition in service.get("depends_on", {}).items():
+            assert dependency in services
+            assert condition["condition"] == "service_healthy"
+        for volume in service.get("volumes", []):
+            source = volume.split(":")[0]
+            if source.startswith("."):
+                assert (DEPLOY / source).exists(), f"{name}: {source}"
+    # Both sidecars: the same image and configuration, no volume of their own,
+    # the same database URL from the environment.
+    assert sidecars[0] == sidecars[1]
+    (sidecar,) = {json.dumps(s, sort_keys=True) for s in sidecars}
+    sidecar_spec = json.loads(sidecar)
+    assert sidecar_spec["build"]["dockerfile"] == "deploy/Dockerfile"
+    assert sidecar_spec["volumes"] == [f"./compose.fleet.toml:{CONFIG_PATH_IN_IMAGE}:ro"]
+    url = sidecar_spec["environment"]["OPTOUT_STORE_URL"]
+    assert url.startswith("postgresql://") and "@postgres:5432/" in url
+    pg_env = services["postgres"]["environment"]
+    assert url == (f"postgresql://{pg_env['POSTGRES_USER']}:{pg_env['POSTGRES_PASSWORD']}"
+                   f"@postgres:5432/{pg_env['POSTGRES_DB']}")
+    # The configuration takes that variable, and listens where HAProxy looks.
+    monkeypatch.setenv("OPTOUT_STORE_URL", url)
+    config = load_config(DEPLOY / "compose.fleet.toml")
+    assert config.store.url == url
+    assert parse_hostport(config.upstream.address or "", "") == ("carrier", 2776)
+    smpp_port = parse_hostport(config.smpp.listen, "")[1]
+    http_port = parse_hostport(config.http.listen, "")[1]
+    assert haproxy_servers("sidecars_smpp") == [("sidecar-a", smpp_port), ("sidecar-b", smpp_port)]
+    assert haproxy_servers("sidecars_http") == [("sidecar-a", http_port), ("sidecar-b", http_port)]
+    # One address: only the balancer publishes the sidecars' ports.
+    assert services["lb"]["ports"] == [f"127.0.0.1:{smpp_port}:2775",
+                                       f"127.0.0.1:{http_port}:8080"]
+    assert all("ports" not in s for s in sidecars)
+    assert "./haproxy.fleet.cfg:/usr/local/etc/haproxy/haproxy.cfg:ro" in services["lb"]["volumes"]
+
+
+def fleet_objects(name: str) -> list[dict[str, Any]]:
+    return yaml_docs(FLEET / name)
+
+
+@needs_yaml
+def test_fleet_deployment_runs_two_replicas_with_the_database_url_from_a_secret(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    (deployment,) = fleet_objects("deployment.yaml")
+    assert deployment["kind"] == "Deployment"
+    spec = deployment["spec"]
+    assert spec["replicas"] >= 2
+    pod = spec["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    (container,) = pod["containers"]
+    assert container["args"] == json.loads(dockerfile_value("CMD"))
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    (env,) = container["env"]
+    secret_ref = env["valueFrom"]["secretKeyRef"]
+    assert secret_ref == {"name": "optout-db", "key": "url"}
+    # No data volume: the database holds everything.
+    mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
+    assert "/data" not in mounts
+    config_dir = str(Path(CONFIG_PATH_IN_IMAGE).parent)
+    config_volume = next(v for v in pod["volumes"] if v["name"] == mounts[config_dir]["name"])
+    assert config_volume["secret"]["items"][0]["path"] == Path(CONFIG_PATH_IN_IMAGE).name
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
+    # The example configuration for that Secret reads the same variable.
+    data = tomllib.loads(FLEET_EXAMPLE.read_text())
+    for token in data["http"]["tokens"]:
+        token["token"] = secrets.token_urlsafe(24)
+    assert data["store"]["url_env"] == env["name"]
+    monkeypatch.setenv(env["name"], "postgresql://optout:pw@db.example:5432/optout")
+    config = parse_config(data, source=str(FLEET_EXAMPLE))
+    assert config.store.url.startswith("postgresql://")
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert ports == {"smpp": parse_hostport(config.smpp.listen, "")[1],
+                     "http": parse_hostport(config.http.listen, "")[1]}
+    # The fleet example is the single-host example but for [store].
+    single = tomllib.loads(EXAMPLE_CONFIG.read_text())
+    fleet = tomllib.loads(FLEET_EXAMPLE.read_text())
+    single.pop("store")
+    fleet.pop("store")
+    assert single == fleet
+
+
+@needs_yaml
+def test_fleet_service_and_budget_select_the_replicas() -> None:
+    (deployment,) = fleet_objects("deployment.yaml")
+    labels = deployment["spec"]["template"]["metadata"]["labels"]
+    (service,) = fleet_objects("service.yaml")
+    assert service["spec"]["selector"].items() <= labels.items()
+    ports = {p["name"]: (p["port"], p["targetPort"]) for p in service["spec"]["ports"]}
+    assert ports == {"smpp": (2775, "smpp"), "http": (8080, "http")}
+    (pdb,) = fleet_objects("poddisruptionbudget.yaml")
+    assert pdb["spec"]["selector"]["matchLabels"].items() <= labels.items()
+    assert pdb["spec"]["maxUnavailable"] == 1
+    kustomization = load_yaml(FLEET / "kustomization.yaml")
+    assert set(kustomization["resources"]) == {
+        p.name for p in FLEET.glob("*.yaml") if p.name != "kustomization.yaml"
+    }
+
+
+@needs_kubernetes_validate
+@pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
+def test_fleet_manifests_match_the_api_schema_strictly(version: str) -> None:
+    files = [str(p) for p in sorted(FLEET.glob("*.yaml")) if p.name != "kustomization.yaml"]
+    assert len(files) == 3
+    result = kubernetes_validate_cli("--strict", "-k", version, *files)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "passed" in result.stdout and "WARN" not in result.stdout, result.stdout
