@@ -5,7 +5,8 @@ SQLite file for comparison) in front of the bundled carrier simulator. Each
 trial opts a fresh number out through sidecar A -- an MO (`POST /mo`, the
 same path as an SMPP MO) or the admin API (`POST /unsubscribed`) -- and, from
 the moment A answered (the change is committed), keeps submitting to that
-number through sidecar B until B answers "blocked". The time from A's answer
+number through sidecar B until B answers "blocked". Trials start at random
+moments (0-250 ms apart), as real opt-outs do. The time from A's answer
 to B's first blocked answer is the propagation time; one submit round trip
 (about a millisecond) is the resolution.
 
@@ -23,6 +24,7 @@ import argparse
 import asyncio
 import os
 import platform
+import random
 import statistics
 import sys
 import tempfile
@@ -83,7 +85,11 @@ async def measure(backend: str, url: str, trials: int, workdir: Path) -> dict[st
         if await sender.bind() != 0:
             raise RuntimeError("bind to B refused")
         base = 13_125_000_000 if backend == "postgresql" else 13_135_000_000
+        rng = random.Random(7)
         for i in range(trials):
+            # Opt-outs arrive at random moments, not in step with B's last
+            # look at the feed (which a back-to-back loop would be).
+            await asyncio.sleep(rng.uniform(0, 0.25))
             how = "mo" if i % 2 == 0 else "api"
             results[how].append(await one_trial(a, sender, f"+{base + i}", how))
         sender.close()
