@@ -775,7 +775,7 @@ def test_fleet_deployment_runs_two_replicas_with_the_database_url_from_a_secret(
     fleet = tomllib.loads(FLEET_EXAMPLE.read_text())
     single.pop("store")
     fleet.pop("store")
-    assert single == fleet
+    assert single == fleet, "copy deploy/sidecar.example.toml again and change only [store]"
 
 
 @needs_yaml
