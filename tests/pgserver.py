@@ -100,10 +100,17 @@ class PgServer:
 
     def _run(self, tool: str, *args: str) -> None:
         assert self.bindir is not None
-        subprocess.run(
+        # cwd: the postgres user may not be allowed into the caller's directory.
+        done = subprocess.run(
             [str(self.bindir / tool), *args],
-            check=True, capture_output=True, user=self._user, timeout=120,
+            capture_output=True, text=True, user=self._user, timeout=120, cwd=self.root,
         )
+        if done.returncode != 0:
+            log = self.root / "log" if self.root is not None else None
+            tail = log.read_text()[-2000:] if log is not None and log.exists() else ""
+            raise RuntimeError(
+                f"{tool} failed ({done.returncode}): {done.stderr.strip()[-2000:]}\n{tail}"
+            )
 
     def start(self) -> None:
         """Starts (or restarts) the managed server and waits until it accepts."""
@@ -127,7 +134,7 @@ class PgServer:
     def destroy(self) -> None:
         if self.root is None:
             return
-        with contextlib.suppress(subprocess.SubprocessError):
+        with contextlib.suppress(RuntimeError, subprocess.SubprocessError):
             self.stop("immediate")
         shutil.rmtree(self.root, ignore_errors=True)
 
