@@ -198,7 +198,7 @@ async def test_cli_import_into_a_running_sidecars_file_is_enforced_without_resta
         csv = tmp_path / "list.csv"
         csv.write_text(f"phone_number,inbound_address\n{ALICE},{SHORT}\n{BOB},{SHORT}\n")
         # When an operator imports a list with the CLI (another process)
-        env = {**os.environ, "PYTHONPATH": os.getcwd()}
+        env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
         started = time.monotonic()
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "gateway.cli", "import", "--config", str(config), str(csv),
