@@ -213,3 +213,27 @@ async def test_cli_import_into_a_running_sidecars_file_is_enforced_without_resta
         assert time.monotonic() - started < 60
     finally:
         await running.close()
+
+
+async def test_a_follower_that_hears_no_notification_still_gets_every_change(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given PostgreSQL followers whose LISTEN never works (lost notifications)
+    from rules.store.postgres import PostgresStore
+
+    async def deaf(self: PostgresStore) -> None:
+        return None
+
+    monkeypatch.setattr(PostgresStore, "_listen", deaf)
+    a = await OptOutService.open(pg_url)
+    b = await OptOutService.open(pg_url)
+    try:
+        await a.create_address(TOLL_FREE)
+        for n in (ALICE, BOB):
+            await a.unsubscribe(n, TOLL_FREE, source=Source.API)
+        # Then B reads them from the table by id on its periodic look
+        await wait_for(lambda: b.unsubscribed_count() == 2, PROPAGATION_TIMEOUT)
+        assert not b.decide("app", M, ALICE).allowed and not b.decide("app", M, BOB).allowed
+    finally:
+        await a.close()
+        await b.close()
