@@ -35,6 +35,7 @@ from gateway.config import (
     parse_hostport,
     resolve_workers,
 )
+from rules.model import StoreUnavailable
 
 EXIT_CONFIG = 2
 log = logging.getLogger("optout.cli")
@@ -219,7 +220,10 @@ async def _serve(config: Config, token: str | None,
                             lambda: logs.event(log, "stats", **sidecar.stats()))
     try:
         addrs = await sidecar.start()
-    except OSError as exc:
+    except (OSError, StoreUnavailable) as exc:
+        # A store that cannot be opened (a database that is down, a path that
+        # cannot be created) is one clear line and exit 1, not a traceback:
+        # the orchestrator restarts the process until it can.
         print(f"optout-sidecar: cannot start: {exc}", file=sys.stderr)
         await sidecar.stop()
         return 1

@@ -109,3 +109,19 @@ def test_carrier_sim_refuses_a_status_that_is_not_a_number(tmp_path: Path) -> No
     result = cli("carrier-sim", "--submit-status", "throttled", cwd=tmp_path)
     assert result.returncode == 2
     assert "not a status" in result.stderr
+
+
+def test_a_database_that_is_down_at_start_is_one_line_and_exit_1(tmp_path: Path) -> None:
+    # Given a fleet configuration whose PostgreSQL does not answer
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    config = tmp_path / "c.toml"
+    config.write_text(f'[store]\nurl = "postgresql://optout:s3cret@127.0.0.1:{port}/optout"\n'
+                      '[http]\nlisten = "127.0.0.1:0"\n[smpp]\nlisten = "127.0.0.1:0"\n')
+    # When the sidecar starts, it says so in one line and exits 1 (the
+    # orchestrator restarts it), without a traceback or the password.
+    done = cli("run", "--config", str(config), cwd=Path(__file__).resolve().parent.parent)
+    assert done.returncode == 1
+    assert "optout-sidecar: cannot start: cannot open store" in done.stderr
+    assert "Traceback" not in done.stderr and "s3cret" not in done.stderr + done.stdout
