@@ -189,9 +189,11 @@ class _Supervisor:
             self._signal_all(signal.SIGTERM)
             self._wait_all_exit(time.monotonic() + STOP_GRACE)
             return 1
-        self.banner(self.config)
+        # Logged before the banner: whoever waits for the banner (an operator's
+        # script, the tests) then finds the workers' pids in the log already.
         logs.event(log, "workers_started", workers=self.count,
                    pids=[w.pid for w in self.workers])
+        self.banner(self.config)
 
         forwarded = 0
         deadline: float | None = None
