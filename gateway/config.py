@@ -176,6 +176,9 @@ class StoreConfig:
     # Seconds a sidecar holds a confirmation it claimed from the outbox
     # before another sidecar of the fleet may send it (its sender presumed dead).
     reply_lease: float = 60.0
+    # Days the inbound message log keeps an MO (open near-misses are kept
+    # until reviewed); pruned in the background.
+    inbound_retention_days: int = 90
 
 
 @dataclass(frozen=True)
@@ -460,6 +463,8 @@ def _validate(config: Config, source: str) -> None:
             "must be a sqlite:// or postgresql:// URL (sqlite:///path.db, "
             "postgresql://user:password@host:port/database)",
         ) from None
+    if not 1 <= config.store.inbound_retention_days <= 36500:
+        raise bad("store.inbound_retention_days", "must be between 1 and 36500 days")
     seen_ids: set[str] = set()
     for i, a in enumerate(config.accounts):
         if a.default_sms_type not in types:

@@ -36,7 +36,7 @@ from gateway.smpp.pdu import DistributionList, Pdu, SmeAddress, Tlv, UnsuccessSm
 from gateway.smpp.text import concat_info, decode_short_message
 from metrics import Metrics
 from rules import numbers
-from rules.model import Action, Decision, InvalidNumber, SmsType, StoreUnavailable
+from rules.model import Action, Decision, InvalidNumber, MoOutcome, SmsType, StoreUnavailable
 from rules.service import OptOutService
 
 log = logging.getLogger("optout.enforcement")
@@ -449,12 +449,23 @@ class SmppEnforcer:
             return Deliver(forward=False, status=CommandStatus.ESME_RX_T_APPN)
         label = inbound if outcome.handled else "unknown"
         self.metrics.mo.labels(label, outcome.action.value).inc()
+        count_mo_extras(self.metrics, label, outcome)
         if outcome.action is not Action.NONE:
             logs.event(log, "mo_handled", inbound=logs.phone(inbound),
                        sender=logs.phone(sender), action=outcome.action.value,
                        handled=outcome.handled, keyword=outcome.keyword,
                        text=logs.text(text))
         return Deliver(forward=forward)
+
+
+def count_mo_extras(metrics: Metrics, label: str, outcome: MoOutcome) -> None:
+    """The near-miss counter and inbound-log failures of one handled MO
+    (shared by the SMPP path and `POST /mo`). `label` is the configured
+    inbound address or "unknown": never a number from outside the config."""
+    if outcome.near_miss:
+        metrics.near_miss.labels(label).inc()
+    if outcome.log_failed:
+        metrics.store_errors.labels("inbound_log").inc()
 
 
 def _subscriber(addr: bytes, ton: int, npi: int) -> str | None:

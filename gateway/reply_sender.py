@@ -327,10 +327,14 @@ class ReplySender:
         while self._to_mark:
             batch, self._to_mark = self._to_mark, []
             try:
-                await self.service.mark_replies_sent(batch)
+                latencies = await self.service.mark_replies_sent(batch)
             except Exception as exc:
                 logs.event(log, "reply_mark_failed", logging.WARNING, error=repr(exc),
                            replies=len(batch))
+            else:
+                # MO committed -> the carrier accepted its reply.
+                for seconds in latencies:
+                    self.ctx.metrics.reply_seconds.observe(seconds)
             finally:
                 for reply_id, _ in batch:
                     self._in_flight.discard(reply_id)

@@ -8,6 +8,7 @@ the CLI can run it until SIGTERM.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import ssl
 from dataclasses import dataclass
@@ -20,11 +21,13 @@ from gateway.config import Config, parse_hostport
 from gateway.enforcement import SmppEnforcer
 from gateway.http.app import make_app
 from gateway.http.auth import ApiToken
+from gateway.http.context import AppInfo
 from gateway.http.guard import ConnectionGuard
 from gateway.http.guard import serve as serve_http
 from gateway.proxy import DrainDeadline, RelayContext, Sessions, start_listener
 from gateway.reply_sender import ReplySender
 from metrics import Metrics
+from rules.model import StoreUnavailable
 from rules.service import OptOutService, ProgramInfo
 
 log = logging.getLogger("optout.server")
@@ -59,6 +62,7 @@ class Sidecar:
         self.http_guard: ConnectionGuard | None = None
         self._ctx: RelayContext | None = None
         self._drain: DrainDeadline | None = None
+        self._housekeeping: asyncio.Task[None] | None = None
         self.addresses: Addresses | None = None
 
     async def start(self) -> Addresses:
@@ -68,8 +72,7 @@ class Sidecar:
             program=ProgramInfo(name=config.program.name, contact=config.program.contact),
         )
         service = self.service
-        self.metrics.track(self.metrics.unsubscribed,
-                           lambda: float(service.unsubscribed_count()))
+        watch_service(self.metrics, service)
 
         sim_control: tuple[str, int] | None = None
         if config.upstream.address is None:
@@ -120,6 +123,7 @@ class Sidecar:
             open_endpoints=config.http.open_endpoints,
             max_body_bytes=config.http.max_body_bytes,
             body_timeout=config.http.body_timeout,
+            apps=[AppInfo(a.app_id, a.system_id) for a in config.accounts],
         )
         # aiohttp's keep-alive timeout doubles as the head deadline between
         # requests on one connection (see gateway.http.guard).
@@ -138,6 +142,9 @@ class Sidecar:
 
         if self.metrics.multiprocess_dir is not None:
             self._refresher = asyncio.create_task(self._refresh_metrics())
+        self._housekeeping = asyncio.create_task(
+            housekeeping(service, config.store.inbound_retention_days)
+        )
         self.addresses = Addresses(smpp_addr, http_addr, upstream, sim_control)
         logs.event(log, "started", smpp=f"{smpp_addr[0]}:{smpp_addr[1]}",
                    http=f"{http_addr[0]}:{http_addr[1]}", upstream=f"{upstream[0]}:{upstream[1]}",
@@ -184,6 +191,10 @@ class Sidecar:
         """Stop: no new connections, then every session drains (see
         `ProxySession.drain`) and confirmations flush until `drain_timeout`
         seconds from now (less a reserve for closing the store), then close."""
+        if self._housekeeping is not None:
+            self._housekeeping.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._housekeeping
         if self._smpp_server is not None:
             self._smpp_server.close()
         if self._refresher is not None:
@@ -208,6 +219,42 @@ class Sidecar:
         if self.service is not None:
             await self.service.close()
         logs.event(log, "stopped")
+
+
+HOUSEKEEPING_SECONDS = 3600.0
+"""How often the inbound message log is pruned."""
+HOUSEKEEPING_FIRST_SECONDS = 60.0
+"""The first pruning waits this long after start-up, so it never competes
+with a restart's catch-up traffic (carriers redeliver on reconnect)."""
+
+
+async def housekeeping(
+    service: OptOutService,
+    retention_days: float,
+    *,
+    every: float = HOUSEKEEPING_SECONDS,
+    first: float = HOUSEKEEPING_FIRST_SECONDS,
+) -> None:
+    """Prunes the inbound message log `first` seconds after start and then
+    every `every` seconds, until cancelled. A failing store is logged and
+    retried at the next round; it never stops the sidecar."""
+    await asyncio.sleep(first)
+    while True:
+        try:
+            await service.prune_inbound_messages(retention_days)
+        except StoreUnavailable as exc:
+            logs.event(log, "prune_failed", logging.WARNING, error=str(exc))
+        await asyncio.sleep(every)
+
+
+def watch_service(metrics: Metrics, service: OptOutService) -> None:
+    """Gauges read from the service's in-memory figures (at each scrape, or
+    by `Metrics.refresh` when workers share multiprocess files)."""
+    metrics.track(metrics.unsubscribed, lambda: float(service.unsubscribed_count()))
+    metrics.track(metrics.near_miss_open, lambda: float(service.open_near_misses))
+    metrics.track(
+        metrics.near_miss_oldest_open, lambda: float(service.oldest_open_near_miss or 0.0)
+    )
 
 
 def listener_tls(config: Config) -> ssl.SSLContext | None:

@@ -57,6 +57,10 @@ _DECISION_BUCKETS = (
 )
 
 
+# FCC 24-24: a confirmation within 5 minutes; 300 s is a bucket edge.
+_REPLY_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
+
+
 class Metrics:
     """All metrics of one sidecar process, registered in `registry`."""
 
@@ -178,6 +182,34 @@ class Metrics:
             "optout_replies_total",
             "Auto-replies (confirmations, help) sent to end users, by action and result.",
             ["action", "result"],
+            registry=r,
+        )
+        # Issue 10 (SPEC section 7): near-miss opt-outs and confirmation latency.
+        self.near_miss = Counter(
+            "optout_near_miss_total",
+            "MOs without a keyword that read like an opt-out (flagged for review), by "
+            "inbound address (configured addresses only).",
+            ["inbound_address"],
+            registry=r,
+        )
+        self.near_miss_open = Gauge(
+            "optout_near_miss_open",
+            "Near-miss MOs waiting for an admin's review.",
+            # Every worker reads the same store; the freshest view wins.
+            multiprocess_mode="livemostrecent",
+            registry=r,
+        )
+        self.near_miss_oldest_open = Gauge(
+            "optout_near_miss_oldest_open_timestamp_seconds",
+            "Unix time of the oldest near-miss MO waiting for review; 0 when none waits.",
+            multiprocess_mode="livemostrecent",
+            registry=r,
+        )
+        self.reply_seconds = Histogram(
+            "optout_reply_seconds",
+            "Seconds from an MO's commit to the carrier accepting its reply "
+            "(confirmation or help text).",
+            buckets=_REPLY_BUCKETS,
             registry=r,
         )
         self.replies_pending = Gauge(

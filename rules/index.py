@@ -277,6 +277,19 @@ class UnsubscribedIndex:
         self._merge()
         return self._base.copy()
 
+    def count_by_address(self) -> dict[int, int]:
+        """How many numbers are unsubscribed at each address id (ids with
+        none are absent). Reads the array in chunks so no full-size
+        temporary copy is made."""
+        self._merge()
+        counts = np.zeros(MAX_ADDRESS_ID + 1, dtype=np.int64)
+        base = self._base
+        step = 1 << 20
+        for start in range(0, len(base), step):
+            counts += np.bincount(base[start : start + step] & _ADDRESS_MASK,
+                                  minlength=MAX_ADDRESS_ID + 1)
+        return {int(i): int(counts[i]) for i in np.flatnonzero(counts)}
+
     @property
     def nbytes(self) -> int:
         """Approximate bytes held: array, filter and an estimate of the

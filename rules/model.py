@@ -47,6 +47,14 @@ class Source(enum.StrEnum):
     API = "api"
     CONSOLE = "console"
     IMPORT = "import"
+    REVIEW = "review"  # an admin's decision on a logged inbound message
+
+
+class ReviewDecision(enum.StrEnum):
+    """What an admin decided about a logged inbound message."""
+
+    OPT_OUT = "opt_out"
+    DISMISSED = "dismissed"
 
 
 class MatchMode(enum.StrEnum):
@@ -127,6 +135,35 @@ def scalar_text(text: str) -> str:
     return _SURROGATE.sub("\ufffd", text)
 
 
+class NoncompliantKeywords(InvalidValue):
+    """An opt-out keyword list without a word the FCC (24-24) and CTIA
+    require; `missing` names them as the admin would type them."""
+
+    code = "noncompliant_keywords"
+
+    def __init__(self, message: str, missing: tuple[str, ...]) -> None:
+        super().__init__(message)
+        self.missing = missing
+
+
+class AddressHasUnsubscribed(Conflict):
+    """Deleting an inbound address would release `count` opt-outs."""
+
+    code = "address_has_unsubscribed"
+
+    def __init__(self, message: str, count: int) -> None:
+        super().__init__(message)
+        self.count = count
+
+
+class AlreadyReviewed(Conflict):
+    code = "already_reviewed"
+
+
+class ReasonRequired(InvalidValue):
+    code = "reason_required"
+
+
 class StoreUnavailable(Exception):
     """The store could not commit or read. Callers must treat the operation
     as not done (the SMPP relay answers the carrier with a temporary error so
@@ -175,6 +212,8 @@ class InboundAddress:
     default_rule: frozenset[SmsType]
     rules: tuple[BlockingRule, ...] = ()
     created_at: float = 0.0
+    near_miss_phrases: tuple[str, ...] = ()
+    warnings: tuple[AddressWarning, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,6 +243,9 @@ class Record:
     keyword: str | None = None
     carrier_ids: str | None = None
     reply_sent: bool = False
+    reply_sent_at: float | None = None  # when the carrier accepted the confirmation
+    reply_message_id: str | None = None  # the carrier's id for the confirmation
+    inbound_message_id: int | None = None  # the logged MO this change answers
 
 
 @dataclass(frozen=True, slots=True)
@@ -232,6 +274,57 @@ class Reply:
     destination_addr: str  # the end user, E.164
     text: str
     action: Action
+    created_at: float = 0.0  # when the MO that asked for it was committed
+
+
+@dataclass(frozen=True, slots=True)
+class Review:
+    """An admin's decision on one logged inbound message."""
+
+    decision: ReviewDecision
+    actor: str | None
+    at: float
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class InboundMessage:
+    """One MO as the sidecar handled it (the inbound message log).
+
+    `phone_number` and `inbound_address` are normalised when they could be,
+    else kept as received (an unknown or malformed address is logged too)."""
+
+    id: int
+    at: float
+    phone_number: str
+    inbound_address: str
+    text: str
+    action: Action
+    keyword: str | None
+    near_miss: bool
+    review: Review | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEntry:
+    """One administrative change: who, when, what, and the state before and
+    after (JSON-ready values, None for "did not exist")."""
+
+    id: int
+    at: float
+    actor: str | None
+    action: str
+    target: str
+    before: object
+    after: object
+
+
+@dataclass(frozen=True, slots=True)
+class AddressWarning:
+    """A configuration an admin may choose but should know about."""
+
+    code: str
+    message: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -244,3 +337,6 @@ class MoOutcome:
     reply: Reply | None = None
     handled: bool = True  # False: address unknown or number out of scope
     notes: tuple[str, ...] = field(default=())
+    near_miss: bool = False  # no keyword, but reads like an opt-out (rules.nearmiss)
+    message_id: int | None = None  # its row in the inbound message log, if logged
+    log_failed: bool = False  # the inbound message log could not be written

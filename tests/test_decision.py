@@ -95,7 +95,7 @@ async def test_number_unsubscribed_at_two_addresses(service: OptOutService) -> N
     assert not result.allowed
     assert [(b.inbound_address, b.rule) for b in result.blocked_by] == [(SHORT, DEFAULT_RULE)]
 
-    await service.resubscribe(ALICE, SHORT, source=Source.API)
+    await service.resubscribe(ALICE, SHORT, source=Source.API, reason="consent on file")
     assert service.decide("app1", M, ALICE).allowed
     assert not service.decide("app2", M, ALICE).allowed
 

@@ -29,6 +29,8 @@ ADDR = "+14155550100"
 ADDR_PATH = "%2B14155550100"
 USER = "+14155550199"
 CONSOLE = {"X-Optout-Client": "console"}
+#: The opt-out words FCC 24-24 requires (PUT keywords refuses a list without them).
+REQUIRED = ["STOP", "QUIT", "END", "REVOKE", "OPT OUT", "CANCEL", "UNSUBSCRIBE"]
 
 
 async def add_address(api: Api, address: str = ADDR, description: str = "Main line") -> Any:
@@ -223,16 +225,16 @@ async def test_keywords_replace_and_keep_match_mode_when_omitted(api: Api) -> No
     base = f"/inbound-addresses/{ADDR_PATH}/keywords"
     put = await api.put(
         base,
-        {"opt_out": ["STOP", "ARRET"], "opt_in": ["START"], "help": ["HELP"], "match": "exact"},
+        {"opt_out": [*REQUIRED, "ARRET"], "opt_in": ["START"], "help": ["HELP"], "match": "exact"},
     )
     assert put.status == 200
     assert put.body == {
-        "opt_out": ["STOP", "ARRET"],
+        "opt_out": [*REQUIRED, "ARRET"],
         "opt_in": ["START"],
         "help": ["HELP"],
         "match": "exact",
     }
-    again = await api.put(base, {"opt_out": ["STOP"], "opt_in": ["START"], "help": ["INFO"]})
+    again = await api.put(base, {"opt_out": REQUIRED, "opt_in": ["START"], "help": ["INFO"]})
     assert again.body["match"] == "exact"
     assert (await api.get(base)).body == again.body
     assert_error(
@@ -344,11 +346,11 @@ async def test_unsubscribe_by_hand_then_check_blocks_then_resubscribe(api: Api) 
     assert other_app.body["allowed"] is False  # the default rule blocks everything
     assert other_app.body["blocked_by"][0]["rule"] == "default"
 
-    removed = await api.delete(f"/unsubscribed/{ADDR_PATH}/%2B14155550199")
+    removed = await api.delete(f"/unsubscribed/{ADDR_PATH}/%2B14155550199?reason=web+form+consent")
     assert removed.status == 200 and removed.body["status"] == "subscribed"
     assert (await api.get("/unsubscribed")).body["items"] == []
     assert (await api.post("/check", check("1400000001", "marketing"))).body["allowed"]
-    assert_error(await api.delete(f"/unsubscribed/{ADDR_PATH}/%2B14155550199"), 404)
+    assert_error(await api.delete(f"/unsubscribed/{ADDR_PATH}/%2B14155550199?reason=x"), 404)
 
     records = (await api.get("/records")).body
     statuses = [(r["status"], r["actor"], r["source"]) for r in records["items"]]

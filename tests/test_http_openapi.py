@@ -161,6 +161,11 @@ async def seed(service: OptOutService) -> None:
         await service.create_rule("+14155550100", "1400000001", [SmsType.MARKETING])
     with contextlib.suppress(Conflict):
         await service.unsubscribe("+14155550199", "+14155550100", source=Source.API)
+    # Near-misses waiting for review, so the review routes can succeed: the
+    # document's example ids (1-6) are the first six logged messages.
+    open_items, _ = await service.list_inbound_messages(near_miss=True, reviewed=False)
+    for _ in range(6 - len(open_items)):
+        await service.handle_mo("+14155550100", "+14155550123", "please stop")
 
 
 @pytest.fixture

@@ -39,14 +39,22 @@ PATH_VALUES = {
     "inbound_address": ADDR,
     "phone_number": USER,
     "app_id": APP,
+    "id": "1",  # the near-miss MO the fixture logs first
 }
+
+#: Query strings some writes need to succeed for the admin.
+QUERIES = {"deleteInboundAddress": "?force=true"}
 
 #: A valid body per write operation, so that the admin's call succeeds. A new
 #: write route without one is still tried (viewer 403, admin not refused).
 BODIES: dict[str, Any] = {
     "createInboundAddress": {"address": "+14155550101", "description": "Second line"},
     "updateInboundAddress": {"description": "Renamed"},
-    "putKeywords": {"opt_out": ["STOP", "QUIT"], "opt_in": ["START"], "help": ["HELP"]},
+    "putKeywords": {"opt_out": ["STOP", "QUIT", "END", "REVOKE", "OPT OUT", "CANCEL",
+                                "UNSUBSCRIBE", "HALT"], "opt_in": ["START"], "help": ["HELP"]},
+    "putNearMissPhrases": {"phrases": ["halt the texts"]},
+    "removeUnsubscribed": {"reason": "signed up again on the web form"},
+    "reviewDismiss": {"reason": "a conversation, not an opt-out"},
     "putReplies": {"opt_out": "Bye.", "opt_in": "Welcome back.", "help": "Call 555"},
     "createBlockingRule": {"app_id": "app-2", "sms_types": ["marketing"]},
     "replaceBlockingRule": {"sms_types": ["notification"]},
@@ -67,7 +75,7 @@ def _url(op: Operation) -> str:
         assert name in PATH_VALUES, f"add a value for path parameter {{{name}}} to PATH_VALUES"
         return quote(PATH_VALUES[name], safe="")
 
-    return re.sub(r"\{([^}:]+)\}", fill, op.path)
+    return re.sub(r"\{([^}:]+)\}", fill, op.path) + QUERIES.get(op.operation_id, "")
 
 
 def _snapshot(db: Path) -> dict[str, list[tuple[Any, ...]]]:
@@ -81,7 +89,8 @@ def _snapshot(db: Path) -> dict[str, list[tuple[Any, ...]]]:
 
 @pytest.fixture
 async def populated(make_api: AppFactory, service: OptOutService) -> Api:
-    """An address with a blocking rule for APP and one unsubscribed user."""
+    """An address with a blocking rule for APP, one unsubscribed user, and
+    one logged near-miss MO (inbound message 1)."""
     api = await make_api()
     assert (await api.post("/inbound-addresses", {"address": ADDR})).status == 201
     rule = await api.post(f"/inbound-addresses/{quote(ADDR)}/blocking-rules",
@@ -89,6 +98,8 @@ async def populated(make_api: AppFactory, service: OptOutService) -> Api:
     assert rule.status == 201, rule.text
     unsub = await api.post("/unsubscribed", {"phone_number": USER, "inbound_address": ADDR})
     assert unsub.status == 201, unsub.text
+    mo = await api.post("/mo", {"from": "+14155550196", "to": ADDR, "text": "please stop"})
+    assert mo.status == 200 and mo.body["action"] == "none", mo.text
     return api
 
 

@@ -162,7 +162,9 @@ async def test_custom_keywords_apply(service: OptOutService) -> None:
     from rules.model import Keywords, MatchMode
 
     await service.set_keywords(
-        TOLL_FREE, Keywords(opt_out=("HALT",), opt_in=("GO",), help=("SOS",), match=MatchMode.EXACT)
+        TOLL_FREE,
+        Keywords(opt_out=("HALT",), opt_in=("GO",), help=("SOS",), match=MatchMode.EXACT),
+        allow_noncompliant=True,
     )
     assert (await service.handle_mo(TOLL_FREE, ALICE, "STOP")).action is Action.NONE
     assert (await service.handle_mo(TOLL_FREE, ALICE, "halt now")).action is Action.NONE

@@ -124,7 +124,7 @@ async def test_keywords_round_trip_and_validation(service: OptOutService) -> Non
     kw = Keywords(
         opt_out=("STOP", " Halt "), opt_in=("START",), help=("HELP",), match=MatchMode.EXACT
     )
-    saved = await service.set_keywords(TOLL_FREE, kw)
+    saved = await service.set_keywords(TOLL_FREE, kw, allow_noncompliant=True)
     assert saved.opt_out == ("STOP", "Halt")
     assert await service.get_keywords(TOLL_FREE) == saved
     with pytest.raises(InvalidValue):
@@ -206,10 +206,12 @@ async def test_manual_unsubscribe_and_resubscribe_are_recorded(service: OptOutSe
         await service.unsubscribe(ALICE, TOLL_FREE, source=Source.API)
     assert service.unsubscribed_count() == 1
 
-    back = await service.resubscribe(ALICE, TOLL_FREE, source=Source.API, actor="ops")
-    assert back.status is Status.SUBSCRIBED
+    back = await service.resubscribe(
+        ALICE, TOLL_FREE, source=Source.API, actor="ops", reason="consent on the web form"
+    )
+    assert back.status is Status.SUBSCRIBED and back.reason == "consent on the web form"
     with pytest.raises(NotFound):
-        await service.resubscribe(ALICE, TOLL_FREE, source=Source.API)
+        await service.resubscribe(ALICE, TOLL_FREE, source=Source.API, reason="again")
     assert service.unsubscribed_count() == 0
     assert service.decide("app", SmsType.MARKETING, ALICE).allowed
 
@@ -293,7 +295,7 @@ async def test_records_filters_and_pages(db_url: str) -> None:
             clock.now = 1000.0 + i * 100
             await svc.unsubscribe(n, a, source=Source.API)
         clock.now = 1300.0
-        await svc.resubscribe(ALICE, TOLL_FREE, source=Source.API)
+        await svc.resubscribe(ALICE, TOLL_FREE, source=Source.API, reason="consent")
 
         alice, _ = await svc.list_records(phone_number="4155550100")
         assert [(r.inbound_address, r.status) for r in alice] == [
@@ -331,10 +333,15 @@ async def test_deleting_an_address_keeps_every_record(service: OptOutService) ->
     await service.unsubscribe(BOB, TOLL_FREE, source=Source.API)
     before, _ = await service.list_records()
 
-    await service.delete_address(TOLL_FREE)
+    released = await service.delete_address(TOLL_FREE, actor="ops", force=True)
 
     after, _ = await service.list_records(inbound_address=TOLL_FREE)
-    assert after == before and len(after) == 2
+    assert released == 2
+    assert after[:2] == before and len(before) == 2
+    # each released number got its own record
+    assert sorted((r.phone_number, r.status, r.reason, r.actor) for r in after[2:]) == [
+        (n, Status.SUBSCRIBED, "inbound address deleted", "ops") for n in sorted([ALICE, BOB])
+    ]
     assert service.unsubscribed_count() == 0
     assert service.decide("app", SmsType.MARKETING, ALICE).allowed
     assert await service.list_unsubscribed() == ([], None)

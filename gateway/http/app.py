@@ -15,10 +15,12 @@ from aiohttp import web
 
 from gateway.http.auth import ApiToken, TokenBook, auth_middleware
 from gateway.http.context import (
+    APPS_KEY,
     METRICS_KEY,
     SERVICE_KEY,
     TOKENS_KEY,
     UPSTREAM_READY_KEY,
+    AppInfo,
     check_query,
 )
 from gateway.http.errors import error_middleware
@@ -71,6 +73,7 @@ def make_app(
     auth_throttle: FailureThrottle | None = None,
     clock: Callable[[], float] = time.monotonic,
     body_timeout: float = 30.0,
+    apps: Sequence[AppInfo] = (),
 ) -> web.Application:
     """Build the HTTP application: `/api/v1` (token required), `/` the web
     console, `/metrics`, `/healthz` and `/readyz` (without a token when
@@ -79,7 +82,8 @@ def make_app(
     Request bodies over `max_body_bytes` get a JSON 413, bodies that take
     longer than `body_timeout` seconds to arrive a JSON 408. Wrong tokens are
     counted in `optout_http_auth_failures_total` and limited per client IP
-    by `auth_throttle` (20 a minute unless given; `clock` drives it).
+    by `auth_throttle` (20 a minute unless given; `clock` drives it). `apps` are the
+    configured accounts' application IDs, offered by `GET /api/v1/apps`.
     """
     book = TokenBook(tokens)
     public = frozenset(
@@ -104,6 +108,7 @@ def make_app(
     app[METRICS_KEY] = metrics
     app[TOKENS_KEY] = book
     app[UPSTREAM_READY_KEY] = upstream_ready
+    app[APPS_KEY] = tuple(apps)
     app[STATIC_FILES_KEY] = load_static_files()
     app[OPENAPI_KEY] = build_document()
     for op in OPERATIONS:

@@ -6,6 +6,7 @@ from where, about which address)."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
@@ -19,11 +20,13 @@ from rules.model import InvalidNumber, Source
 from rules.service import OptOutService
 
 __all__ = [
+    "APPS_KEY",
     "METRICS_KEY",
     "QUERY_KEY",
     "SERVICE_KEY",
     "TOKENS_KEY",
     "UPSTREAM_READY_KEY",
+    "AppInfo",
     "actor",
     "body",
     "change_source",
@@ -39,6 +42,16 @@ METRICS_KEY = web.AppKey("metrics", Metrics)
 TOKENS_KEY = web.AppKey("tokens", TokenBook)
 UPSTREAM_READY_KEY: web.AppKey[Callable[[], bool]] = web.AppKey("upstream_ready")
 
+
+@dataclass(frozen=True)
+class AppInfo:
+    """A configured account's application ID (offered by `GET /apps`)."""
+
+    app_id: str
+    system_id: str
+
+
+APPS_KEY: web.AppKey[tuple[AppInfo, ...]] = web.AppKey("apps")
 
 #: Header the web console sends so its changes are recorded as `console`.
 CLIENT_HEADER = "X-Optout-Client"

@@ -26,10 +26,12 @@ from typing import Any
 from aiohttp import web
 
 from rules.model import (
+    AddressHasUnsubscribed,
     Conflict,
     DomainError,
     InvalidNumber,
     InvalidValue,
+    NoncompliantKeywords,
     NotFound,
     OutOfScope,
     StoreUnavailable,
@@ -103,11 +105,25 @@ def status_for_domain_error(exc: DomainError) -> int:
 
 
 def error_response(
-    status: int, code: str, message: str, headers: dict[str, str] | None = None
+    status: int,
+    code: str,
+    message: str,
+    headers: dict[str, str] | None = None,
+    extra: dict[str, Any] | None = None,
 ) -> web.Response:
-    """The one JSON error shape of the API."""
-    body: dict[str, Any] = {"error": {"code": code, "message": message}}
+    """The one JSON error shape of the API (`extra`: documented optional
+    members such as `missing` or `unsubscribed`)."""
+    body: dict[str, Any] = {"error": {"code": code, "message": message, **(extra or {})}}
     return web.json_response(body, status=status, headers=headers)
+
+
+def _details(exc: DomainError) -> dict[str, Any]:
+    """Machine-readable details some refusals carry besides their message."""
+    if isinstance(exc, NoncompliantKeywords):
+        return {"missing": list(exc.missing)}
+    if isinstance(exc, AddressHasUnsubscribed):
+        return {"unsubscribed": exc.count}
+    return {}
 
 
 def _route_name(request: web.Request) -> str:
@@ -124,7 +140,9 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except ApiError as exc:
         return error_response(exc.status, exc.code, exc.message, exc.headers)
     except DomainError as exc:
-        return error_response(status_for_domain_error(exc), exc.code, str(exc) or exc.code)
+        return error_response(
+            status_for_domain_error(exc), exc.code, str(exc) or exc.code, extra=_details(exc)
+        )
     except StoreUnavailable as exc:
         log.warning(
             "store unavailable",

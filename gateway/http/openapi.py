@@ -37,6 +37,10 @@ _PATH_PARAMS: dict[str, tuple[dict[str, Any], str]] = {
     "inbound_address": (schemas.ADDRESS, "Inbound address, URL-encoded; '+' optional."),
     "phone_number": (schemas.PHONE, "Subscriber number, URL-encoded; '+' optional."),
     "app_id": (schemas.APP_ID, "Application ID."),
+    "id": (
+        {"type": "integer", "minimum": 1, "examples": [1, 2, 3, 4, 5, 6]},
+        "Inbound message id (`id` of GET /inbound-messages).",
+    ),
     "name": ({"type": "string", "enum": list(CONSOLE_FILES)}, "File name."),
 }
 
@@ -131,7 +135,7 @@ def _operation(op: Operation) -> dict[str, Any]:
         doc["description"] = op.description
     if op.body is not None:
         doc["requestBody"] = {
-            "required": True,
+            "required": not op.body_optional,
             "content": {"application/json": {"schema": schemas.ref(op.body.name)}},
         }
     if op.access == "public":

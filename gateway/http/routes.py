@@ -17,6 +17,9 @@ from gateway.http import (
     routes_addresses as addr,
 )
 from gateway.http import (
+    routes_compliance as comp,
+)
+from gateway.http import (
     routes_ops as ops,
 )
 from gateway.http import (
@@ -55,6 +58,7 @@ class Operation:
     query: Query = schemas.NO_QUERY
     errors: tuple[int, ...] = ()  # besides 400/401/403/413 that follow from access/body
     description: str = ""
+    body_optional: bool = False  # `body` may be left out (e.g. given as a query parameter)
 
 
 API = "/api/v1"
@@ -66,6 +70,7 @@ _U = "Unsubscribed users"
 _H = "History"
 _O = "Operations"
 _S = "System"
+_C = "Compliance"
 
 OPERATIONS: tuple[Operation, ...] = (
     # --- inbound addresses ---
@@ -125,7 +130,12 @@ OPERATIONS: tuple[Operation, ...] = (
         _A,
         "write",
         204,
-        errors=(404,),
+        query=schemas.DELETE_ADDRESS_QUERY,
+        errors=(404, 409),
+        description="409 `address_has_unsubscribed` (with `unsubscribed`, the count) while "
+        "numbers are unsubscribed there, unless `force=true`; forced, each released number "
+        "gets a `subscribed` record (reason: inbound address deleted) with the caller as "
+        "actor.",
     ),
     Operation(
         "GET",
@@ -149,7 +159,34 @@ OPERATIONS: tuple[Operation, ...] = (
         ok_schema="Keywords",
         body=schemas.KEYWORDS_PUT,
         errors=(404, 422),
-        description="An omitted `match` keeps the current match mode.",
+        description="An omitted `match` keeps the current match mode. An opt-out list "
+        "lacking any of STOP, QUIT, END, REVOKE, OPT OUT, CANCEL, UNSUBSCRIBE is refused "
+        "with 422 `noncompliant_keywords` (`missing` lists them) unless "
+        '`"allow_noncompliant": true`; then it is saved and the audit entry says so.',
+    ),
+    Operation(
+        "GET",
+        f"{_ADDR}/near-miss-phrases",
+        comp.get_near_miss_phrases,
+        "getNearMissPhrases",
+        "Extra phrases flagged as near-miss opt-outs at this address",
+        _A,
+        "read",
+        ok_schema="NearMissPhrases",
+        errors=(404,),
+        description="On top of the built-in English, French and Spanish phrases.",
+    ),
+    Operation(
+        "PUT",
+        f"{_ADDR}/near-miss-phrases",
+        comp.put_near_miss_phrases,
+        "putNearMissPhrases",
+        "Replace the address's extra near-miss phrases",
+        _A,
+        "write",
+        ok_schema="NearMissPhrases",
+        body=schemas.NEAR_MISS_PHRASES_PUT,
+        errors=(404, 422),
     ),
     Operation(
         "GET",
@@ -283,7 +320,12 @@ OPERATIONS: tuple[Operation, ...] = (
         _U,
         "write",
         ok_schema="Record",
-        errors=(404,),
+        body=schemas.RESUBSCRIBE,
+        body_optional=True,
+        query=schemas.RESUBSCRIBE_QUERY,
+        errors=(404, 422),
+        description="A reason (the consent evidence) is required, as `?reason=` or a JSON "
+        'body `{"reason": ...}`: 422 `reason_required` without one.',
     ),
     # --- history ---
     Operation(
@@ -296,6 +338,83 @@ OPERATIONS: tuple[Operation, ...] = (
         "read",
         ok_schema="RecordPage",
         query=schemas.RECORDS_QUERY,
+    ),
+    # --- compliance ---
+    Operation(
+        "GET",
+        f"{API}/inbound-messages",
+        comp.list_inbound_messages,
+        "listInboundMessages",
+        "Every MO handled (the inbound message log), newest first",
+        _C,
+        "read",
+        ok_schema="InboundMessagePage",
+        query=schemas.INBOUND_MESSAGES_QUERY,
+        description="Kept `[store] inbound_retention_days` (near-misses awaiting review are "
+        "kept until reviewed). `near_miss`: no keyword matched but the text reads like an "
+        "opt-out; nothing is unsubscribed until an admin reviews it.",
+    ),
+    Operation(
+        "POST",
+        f"{API}/inbound-messages/{{id}}/opt-out",
+        comp.review_opt_out,
+        "reviewOptOut",
+        "Review: unsubscribe the message's sender at its inbound address",
+        _C,
+        "write",
+        ok_schema="ReviewResult",
+        errors=(404, 409, 422),
+        description="Records source `review`, the caller as actor and the message id. "
+        "409 `already_reviewed` if reviewed before (or `conflict` if a keyword already acted "
+        "on it); 422 if its address is not configured or the sender cannot be unsubscribed. "
+        "No confirmation SMS is sent.",
+    ),
+    Operation(
+        "POST",
+        f"{API}/inbound-messages/{{id}}/dismiss",
+        comp.review_dismiss,
+        "reviewDismiss",
+        "Review: the message is not an opt-out",
+        _C,
+        "write",
+        ok_schema="ReviewResult",
+        body=schemas.DISMISS,
+        errors=(404, 409, 422),
+        description="`reason` is required. 409 `already_reviewed` if reviewed before.",
+    ),
+    Operation(
+        "GET",
+        f"{API}/audit",
+        comp.list_audit,
+        "listAudit",
+        "The audit log of administrative changes, newest first",
+        _C,
+        "read",
+        ok_schema="AuditPage",
+        query=schemas.AUDIT_QUERY,
+    ),
+    Operation(
+        "GET",
+        f"{API}/stats",
+        comp.stats,
+        "stats",
+        "Overview figures",
+        _C,
+        "read",
+        ok_schema="Stats",
+        description="`daily`: the last 30 UTC days (zero-filled). `submits`: since this "
+        "process started (from optout_submit_total; resets on restart). `replies`: opt-out "
+        "confirmations of the last 30 days, sent and sent within 5 minutes of the MO.",
+    ),
+    Operation(
+        "GET",
+        f"{API}/apps",
+        comp.list_apps,
+        "listApps",
+        "Application IDs of the configured accounts (for blocking rules)",
+        _C,
+        "read",
+        ok_schema="AppList",
     ),
     # --- operations ---
     Operation(

@@ -13,7 +13,7 @@ from typing import Any
 from aiohttp import web
 
 from gateway.http import schemas, views
-from gateway.http.context import actor, body, path_number, service
+from gateway.http.context import actor, body, change_source, path_number, query, service
 from rules.model import Keywords, MatchMode, Replies, SmsType
 
 
@@ -51,7 +51,12 @@ async def update_address(request: web.Request) -> web.Response:
 
 async def delete_address(request: web.Request) -> web.Response:
     address = path_number(request, "address")
-    await service(request).delete_address(address, actor=actor(request))
+    await service(request).delete_address(
+        address,
+        actor=actor(request),
+        force=query(request).get("force") == "true",
+        source=change_source(request),
+    )
     return web.Response(status=204)
 
 
@@ -73,7 +78,12 @@ async def put_keywords(request: web.Request) -> web.Response:
         help=tuple(data["help"]),
         match=match,
     )
-    saved = await svc.set_keywords(address, wanted, actor=actor(request))
+    saved = await svc.set_keywords(
+        address,
+        wanted,
+        actor=actor(request),
+        allow_noncompliant=data.get("allow_noncompliant", False),
+    )
     return web.json_response(views.keywords(saved))
 
 

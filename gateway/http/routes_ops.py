@@ -12,6 +12,7 @@ import time
 
 from aiohttp import web
 
+from gateway.enforcement import count_mo_extras
 from gateway.http import schemas, views
 from gateway.http.auth import principal
 from gateway.http.context import body, metrics, service
@@ -44,6 +45,7 @@ async def mo(request: web.Request) -> web.Response:
     label = numbers.normalize(data["to"]) if outcome.handled else "unknown"
     m = metrics(request)
     m.mo.labels(inbound_address=label, action=outcome.action.value).inc()
+    count_mo_extras(m, label, outcome)
     m.unsubscribed.set(svc.unsubscribed_count())
     return web.json_response(views.mo_outcome(outcome))
 

@@ -40,7 +40,7 @@ _CSV_CHUNK = 64 * 1024
 _EXPORT_PAGE = 1000
 
 
-def _filter_number(params: dict[str, Any], name: str) -> str | None:
+def filter_number(params: dict[str, Any], name: str) -> str | None:
     """A number used as a filter, normalised; 400 if it is not a number."""
     raw = params.get(name)
     if raw is None:
@@ -51,7 +51,7 @@ def _filter_number(params: dict[str, Any], name: str) -> str | None:
         raise bad_request(f"Query parameter '{name}': {exc}", "bad_query") from None
 
 
-async def _page(call: Awaitable[T], cursor: str | None) -> T:
+async def page(call: Awaitable[T], cursor: str | None) -> T:
     """Await a paged listing; a cursor the store refuses is the client's 400."""
     try:
         return await call
@@ -82,8 +82,8 @@ def _refresh_gauge(request: web.Request) -> None:
 
 def _unsubscribed_filters(params: dict[str, Any]) -> dict[str, Any]:
     return {
-        "inbound_address": _filter_number(params, "inbound_address"),
-        "phone_number": _filter_number(params, "phone_number"),
+        "inbound_address": filter_number(params, "inbound_address"),
+        "phone_number": filter_number(params, "phone_number"),
         "number_prefix": _number_prefix(params.get("number_prefix")),
         "order": params.get("sort", "number"),
     }
@@ -100,7 +100,7 @@ async def list_unsubscribed(request: web.Request) -> web.StreamResponse:
             _unsubscribed_rows(request, filters),
         )
     cursor = params.get("cursor")
-    items, next_cursor = await _page(
+    items, next_cursor = await page(
         service(request).list_unsubscribed(
             **filters, limit=params.get("limit", 100), cursor=cursor
         ),
@@ -148,8 +148,14 @@ async def add_unsubscribed(request: web.Request) -> web.Response:
 async def remove_unsubscribed(request: web.Request) -> web.Response:
     address = path_number(request, "inbound_address")
     phone = path_number(request, "phone_number", "unsubscribed number")
+    reason: str = query(request).get("reason", "")
+    if request.can_read_body and (await request.read()).strip():
+        data = await body(request, schemas.RESUBSCRIBE)
+        if reason and reason != data["reason"]:
+            raise bad_request("Give the reason once: ?reason= or the JSON body, not both.")
+        reason = data["reason"]
     record = await service(request).resubscribe(
-        phone, address, source=change_source(request), actor=actor(request)
+        phone, address, source=change_source(request), actor=actor(request), reason=reason
     )
     _refresh_gauge(request)
     return web.json_response(views.record(record))
@@ -157,8 +163,8 @@ async def remove_unsubscribed(request: web.Request) -> web.Response:
 
 def _record_filters(params: dict[str, Any]) -> dict[str, Any]:
     return {
-        "phone_number": _filter_number(params, "phone_number"),
-        "inbound_address": _filter_number(params, "inbound_address"),
+        "phone_number": filter_number(params, "phone_number"),
+        "inbound_address": filter_number(params, "inbound_address"),
         "since": parse_time("since", params["since"]) if "since" in params else None,
         "until": parse_time("until", params["until"]) if "until" in params else None,
     }
@@ -171,7 +177,7 @@ async def list_records(request: web.Request) -> web.StreamResponse:
         rows = (views.record_csv_row(r) async for r in service(request).iter_records(**filters))
         return await stream_csv(request, "optout-records", views.RECORD_CSV_COLUMNS, rows)
     cursor = params.get("cursor")
-    items, next_cursor = await _page(
+    items, next_cursor = await page(
         service(request).list_records(
             **filters, limit=params.get("limit", 100), cursor=cursor, newest_first=True
         ),

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from gateway.http.validation import Body, Field, Param, Query
-from rules.model import Action, MatchMode, SmsType, Source, Status
+from rules.model import Action, MatchMode, ReviewDecision, SmsType, Source, Status
 
 # --- shared fragments -----------------------------------------------------------
 
@@ -87,7 +87,40 @@ KEYWORDS_PUT = Body(
             description="'leading': a message starting with an opt-out keyword opts out; "
             "'exact': only the whole message.",
         ),
+        Field(
+            "allow_noncompliant",
+            {"type": "boolean", "default": False},
+            required=False,
+            description="Save an opt-out list that lacks one of STOP, QUIT, END, REVOKE, "
+            "OPT OUT, CANCEL, UNSUBSCRIBE (otherwise 422 noncompliant_keywords). "
+            "Recorded in the audit log.",
+        ),
     ),
+)
+NEAR_MISS_PHRASES_PUT = Body(
+    "NearMissPhrasesUpdate",
+    (
+        Field(
+            "phrases",
+            {
+                "type": "array",
+                "items": {"type": "string", "minLength": 1, "maxLength": 64},
+                "maxItems": 100,
+            },
+            description="Extra phrases flagged as near-miss opt-outs at this address, on top "
+            "of the built-in English, French and Spanish list.",
+        ),
+    ),
+)
+DISMISS = Body(
+    "DismissRequest",
+    (Field("reason", {"type": "string", "minLength": 1, "maxLength": 500},
+           description="Why this message is not an opt-out."),),
+)
+RESUBSCRIBE = Body(
+    "ResubscribeRequest",
+    (Field("reason", {"type": "string", "minLength": 1, "maxLength": 500},
+           description="The consent evidence (required here or as ?reason=)."),),
 )
 REPLIES_PUT = Body(
     "RepliesUpdate",
@@ -128,6 +161,9 @@ REQUEST_BODIES: tuple[Body, ...] = (
     UNSUBSCRIBE,
     CHECK,
     MO,
+    NEAR_MISS_PHRASES_PUT,
+    DISMISS,
+    RESUBSCRIBE,
 )
 
 # --- query strings ----------------------------------------------------------------
@@ -175,6 +211,42 @@ RECORDS_QUERY = Query(
     )
 )
 
+_BOOL_FILTER: dict[str, Any] = {"type": "string", "enum": ["true", "false"]}
+INBOUND_MESSAGES_QUERY = Query(
+    (
+        Param("inbound_address", ADDRESS, "Only this inbound address."),
+        Param("phone_number", PHONE, "Only this sender."),
+        Param("action", {"type": "string", "enum": [a.value for a in Action]},
+              "Only this action."),
+        Param("near_miss", _BOOL_FILTER, "Only flagged (true) or unflagged (false) messages."),
+        Param("reviewed", _BOOL_FILTER, "Only reviewed (true) or unreviewed (false) messages."),
+        Param("since", TIME_FILTER, "Messages at or after this time."),
+        Param("until", TIME_FILTER, "Messages before this time."),
+        Param("limit", LIMIT, "Page size (1-1000)."),
+        Param("cursor", CURSOR, "next_cursor of the previous page."),
+    )
+)
+AUDIT_QUERY = Query(
+    (
+        Param("actor", {"type": "string", "maxLength": 200}, "Only changes by this token name."),
+        Param("since", TIME_FILTER, "Entries at or after this time."),
+        Param("until", TIME_FILTER, "Entries before this time."),
+        Param("limit", LIMIT, "Page size (1-1000)."),
+        Param("cursor", CURSOR, "next_cursor of the previous page."),
+    )
+)
+DELETE_ADDRESS_QUERY = Query(
+    (
+        Param("force", _BOOL_FILTER,
+              "true: delete even if numbers are unsubscribed there (each released number "
+              "gets a record)."),
+    )
+)
+RESUBSCRIBE_QUERY = Query(
+    (Param("reason", {"type": "string", "maxLength": 500},
+           "The consent evidence (or in a JSON body {\"reason\"})."),)
+)
+
 # --- responses ----------------------------------------------------------------------
 
 _TIME = {"type": "string", "format": "date-time", "description": "ISO-8601 UTC."}
@@ -202,10 +274,144 @@ RESPONSES: dict[str, dict[str, Any]] = {
                 {
                     "code": {"type": "string", "description": "Stable machine-readable code."},
                     "message": {"type": "string", "description": "For a person."},
-                }
+                    "missing": {
+                        **_STRINGS,
+                        "description": "noncompliant_keywords: the required opt-out "
+                        "keywords the list lacks.",
+                    },
+                    "unsubscribed": {
+                        "type": "integer",
+                        "description": "address_has_unsubscribed: how many opt-outs "
+                        "deleting the address would release.",
+                    },
+                },
+                required=["code", "message"],
             )
         }
     ),
+    "Warning": _obj(
+        {
+            "code": {
+                "type": "string",
+                "enum": [
+                    "noncompliant_keywords",
+                    "opt_out_reply_off",
+                    "help_reply_off",
+                    "default_rule_blocks_nothing",
+                    "rule_blocks_nothing",
+                ],
+            },
+            "message": {"type": "string"},
+        }
+    ),
+    "NearMissPhrases": _obj({"phrases": _STRINGS}),
+    "InboundMessage": _obj(
+        {
+            "id": {"type": "integer"},
+            "at": _TIME,
+            "phone_number": {"type": "string", "description": "E.164 when it could be "
+                             "normalised, else as received."},
+            "inbound_address": {"type": "string"},
+            "text": {"type": "string"},
+            "action": {"type": "string", "enum": [a.value for a in Action]},
+            "keyword": {"type": ["string", "null"]},
+            "near_miss": {"type": "boolean"},
+            "review": {
+                "oneOf": [
+                    {"type": "null"},
+                    _obj(
+                        {
+                            "decision": {
+                                "type": "string",
+                                "enum": [d.value for d in ReviewDecision],
+                            },
+                            "actor": {"type": ["string", "null"]},
+                            "at": _TIME,
+                            "reason": {"type": "string"},
+                        }
+                    ),
+                ]
+            },
+        }
+    ),
+    "InboundMessagePage": _obj(
+        {
+            "items": {"type": "array", "items": ref("InboundMessage")},
+            "next_cursor": {"type": ["string", "null"]},
+        }
+    ),
+    "ReviewResult": _obj(
+        {
+            "message": ref("InboundMessage"),
+            "record": {
+                "oneOf": [{"type": "null"}, ref("Record")],
+                "description": "The opt-out record (null for a dismissal).",
+            },
+        }
+    ),
+    "AuditEntry": _obj(
+        {
+            "id": {"type": "integer"},
+            "at": _TIME,
+            "actor": {"type": ["string", "null"]},
+            "action": {"type": "string", "examples": ["keywords.update", "review.opt_out"]},
+            "target": {"type": "string"},
+            "before": {"description": "The state before (JSON), null when it did not exist."},
+            "after": {"description": "The state after (JSON), null when it no longer exists."},
+        }
+    ),
+    "AuditPage": _obj(
+        {
+            "items": {"type": "array", "items": ref("AuditEntry")},
+            "next_cursor": {"type": ["string", "null"]},
+        }
+    ),
+    "Stats": _obj(
+        {
+            "unsubscribed": _obj(
+                {
+                    "total": {"type": "integer"},
+                    "by_address": {
+                        "type": "object",
+                        "additionalProperties": {"type": "integer"},
+                    },
+                }
+            ),
+            "daily": {
+                "type": "array",
+                "items": _obj(
+                    {
+                        "date": {"type": "string", "format": "date"},
+                        "opt_outs": {"type": "integer"},
+                        "opt_ins": {"type": "integer"},
+                    }
+                ),
+                "description": "The last 30 UTC days, oldest first, zero-filled.",
+            },
+            "submits": {
+                "type": "array",
+                "items": _obj(
+                    {
+                        "app_id": {"type": "string"},
+                        "sms_type": {"type": "string"},
+                        "allowed": {"type": "integer"},
+                        "blocked": {"type": "integer"},
+                    }
+                ),
+                "description": "Since this process started (optout_submit_total).",
+            },
+            "near_miss_open": {"type": "integer"},
+            "replies_pending": {"type": "integer"},
+            "replies": _obj(
+                {
+                    "sent": {"type": "integer"},
+                    "within_5_min": {"type": "integer"},
+                },
+            ),
+        }
+    ),
+    "App": _obj({"app_id": {"type": "string"}, "system_ids": _STRINGS}),
+    "AppList": _obj({"items": {"type": "array", "items": ref("App")}}),
     "Keywords": _obj(
         {
             "opt_out": _STRINGS,
@@ -239,6 +445,8 @@ RESPONSES: dict[str, dict[str, Any]] = {
             "replies": ref("Replies"),
             "default_rule": ref("DefaultRule"),
             "rules": {"type": "array", "items": ref("BlockingRule")},
+            "near_miss_phrases": _STRINGS,
+            "warnings": {"type": "array", "items": ref("Warning")},
         }
     ),
     "InboundAddressList": _obj({"items": {"type": "array", "items": ref("InboundAddress")}}),
@@ -271,6 +479,19 @@ RESPONSES: dict[str, dict[str, Any]] = {
             "keyword": {"type": ["string", "null"]},
             "carrier_ids": {"type": ["string", "null"]},
             "reply_sent": {"type": "boolean"},
+            "reply_sent_at": {
+                **_TIME,
+                "type": ["string", "null"],
+                "description": "When the carrier accepted the confirmation (ISO-8601 UTC).",
+            },
+            "reply_message_id": {
+                "type": ["string", "null"],
+                "description": "The carrier's message id for the confirmation.",
+            },
+            "inbound_message_id": {
+                "type": ["integer", "null"],
+                "description": "The logged MO this change answers (keyword or review).",
+            },
         }
     ),
     "RecordPage": _obj(

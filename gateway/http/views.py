@@ -11,9 +11,12 @@ from typing import Any
 
 from gateway.http.validation import iso_utc
 from rules.model import (
+    AddressWarning,
+    AuditEntry,
     BlockingRule,
     Decision,
     InboundAddress,
+    InboundMessage,
     Keywords,
     MoOutcome,
     Record,
@@ -63,6 +66,46 @@ def address(a: InboundAddress) -> dict[str, Any]:
         "replies": replies(a.replies),
         "default_rule": default_rule(a.default_rule),
         "rules": [rule(r) for r in sorted(a.rules, key=lambda r: r.app_id)],
+        "near_miss_phrases": list(a.near_miss_phrases),
+        "warnings": [warning(w) for w in a.warnings],
+    }
+
+
+def warning(w: AddressWarning) -> dict[str, Any]:
+    return {"code": w.code, "message": w.message}
+
+
+def inbound_message(m: InboundMessage) -> dict[str, Any]:
+    review = m.review
+    return {
+        "id": m.id,
+        "at": iso_utc(m.at),
+        "phone_number": m.phone_number,
+        "inbound_address": m.inbound_address,
+        "text": m.text,
+        "action": m.action.value,
+        "keyword": m.keyword,
+        "near_miss": m.near_miss,
+        "review": None
+        if review is None
+        else {
+            "decision": review.decision.value,
+            "actor": review.actor,
+            "at": iso_utc(review.at),
+            "reason": review.reason,
+        },
+    }
+
+
+def audit_entry(e: AuditEntry) -> dict[str, Any]:
+    return {
+        "id": e.id,
+        "at": iso_utc(e.at),
+        "actor": e.actor,
+        "action": e.action,
+        "target": e.target,
+        "before": e.before,
+        "after": e.after,
     }
 
 
@@ -90,6 +133,9 @@ def record(r: Record) -> dict[str, Any]:
         "keyword": r.keyword,
         "carrier_ids": r.carrier_ids,
         "reply_sent": r.reply_sent,
+        "reply_sent_at": None if r.reply_sent_at is None else iso_utc(r.reply_sent_at),
+        "reply_message_id": r.reply_message_id,
+        "inbound_message_id": r.inbound_message_id,
     }
 
 
@@ -133,6 +179,9 @@ RECORD_CSV_COLUMNS = (
     "actor",
     "carrier_ids",
     "reply_sent",
+    "reply_sent_at",
+    "reply_message_id",
+    "inbound_message_id",
 )
 
 # A cell starting with one of these is run as a formula by spreadsheet apps
@@ -162,6 +211,9 @@ def record_csv_row(r: Record) -> list[str]:
         _safe(r.actor),
         _safe(r.carrier_ids),
         "true" if r.reply_sent else "false",
+        "" if r.reply_sent_at is None else iso_utc(r.reply_sent_at),
+        _safe(r.reply_message_id),
+        "" if r.inbound_message_id is None else str(r.inbound_message_id),
     ]
 
 

@@ -41,10 +41,13 @@ Decisions an operator will notice
   unsubscribed raises NotFound.
 * Manual (API/console/import) changes never send a confirmation SMS;
   confirmations answer the end user's own keyword.
-* Deleting an address deletes its rules and unsubscriptions without writing
-  per-number records (it is not a subscriber's status change); every
-  earlier record stays, naming the address by its string.
 * Records are filtered with `since` inclusive and `until` exclusive.
+* Deleting an address that still has unsubscribed numbers is refused
+  (AddressHasUnsubscribed) unless forced; forced, each released number gets
+  a "subscribed" record; earlier records stay, naming the address by its
+  string. Re-subscribing by hand needs a reason.
+* Every MO is written to the inbound message log (`handle_mo`); every
+  administrative change to the audit log, in the change's own transaction.
 """
 
 from __future__ import annotations
@@ -57,16 +60,17 @@ from rules.model import InvalidValue, MatchMode
 from rules.replies import ProgramInfo
 from rules.service.addresses import AddressCommands
 from rules.service.bulk import BulkTransfer
-from rules.service.core import _DEFAULT_PROGRAM, MAX_PAGE, ImportReport
+from rules.service.compliance import ComplianceQueries
+from rules.service.core import _DEFAULT_PROGRAM, MAX_PAGE, ImportReport, Stats
 from rules.service.subscribers import SubscriberCommands
 from rules.store import open_store
 
-__all__ = ["MAX_PAGE", "ImportReport", "OptOutService", "ProgramInfo"]
+__all__ = ["MAX_PAGE", "ImportReport", "OptOutService", "ProgramInfo", "Stats"]
 
 log = logging.getLogger(__name__)
 
 
-class OptOutService(AddressCommands, SubscriberCommands, BulkTransfer):
+class OptOutService(AddressCommands, SubscriberCommands, BulkTransfer, ComplianceQueries):
     """Open with `await OptOutService.open(url)`; close with `await close()`."""
 
     @classmethod
@@ -119,5 +123,6 @@ class OptOutService(AddressCommands, SubscriberCommands, BulkTransfer):
         )
         if follow:
             service._feed.start()
+        await service._refresh_near_misses()
         return service
 

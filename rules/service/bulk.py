@@ -81,6 +81,7 @@ class BulkTransfer(ServiceCore):
             if len(batch) >= IMPORT_BATCH:
                 await flush()
         await flush()
+        await self._write(self._audit_import(actor, imported, skipped, error_count))
         if imported:
             self._index.compact()  # fold the import into the sorted array now
         log.info(
@@ -90,6 +91,19 @@ class BulkTransfer(ServiceCore):
             error_count,
         )
         return ImportReport(imported, skipped, tuple(errors), error_count)
+
+    async def _audit_import(
+        self, actor: str | None, imported: int, skipped: int, error_count: int
+    ) -> None:
+        async with self._store.transaction() as tx:
+            await self._audit(
+                tx,
+                actor,
+                "import",
+                "unsubscribed",
+                None,
+                {"imported": imported, "skipped": skipped, "errors": error_count},
+            )
 
     async def _import_batch(
         self, batch: list[_ImportRow], actor: str | None

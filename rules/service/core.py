@@ -16,6 +16,7 @@ from types import MappingProxyType
 from typing import Final, TypeVar
 
 from rules import decision, numbers
+from rules.compliance import address_warnings
 from rules.index import UnsubscribedIndex
 from rules.model import (
     BlockingRule,
@@ -23,18 +24,23 @@ from rules.model import (
     InboundAddress,
     InvalidNumber,
     InvalidValue,
+    Keywords,
     MatchMode,
     NotFound,
+    ReasonRequired,
+    Replies,
     SmsType,
     Source,
+    StoreUnavailable,
     Unsubscription,
     require_scalar_text,
+    scalar_text,
 )
 from rules.replies import ProgramInfo
 from rules.service.feed import ServiceFeed
 from rules.store import AddressRow, Store, Tx, UnsubRow
 
-__all__ = ["MAX_PAGE", "ImportReport", "ServiceCore"]
+__all__ = ["MAX_PAGE", "ImportReport", "ServiceCore", "Stats"]
 
 log = logging.getLogger(__name__)
 
@@ -183,6 +189,84 @@ class StoreState:
     head: int
 
 
+def _required_reason(text: str) -> str:
+    """A reason that must be given (the evidence for a re-subscription or a
+    dismissed review): ReasonRequired when blank."""
+    if not isinstance(text, str) or not text.strip():
+        raise ReasonRequired("a reason is required (say why, e.g. the consent evidence)")
+    return _reason(text.strip(), "")
+
+
+REASON_ADDRESS_DELETED: Final = "inbound address deleted"
+STATS_DAYS: Final = 30
+CONFIRMATION_LIMIT_SECONDS: Final = 300.0
+"""FCC 24-24: the one confirmation allowed must go out within 5 minutes."""
+_LOGGED_NUMBER_CHARS: Final = 32
+
+
+def _storable(text: str) -> str:
+    """`text` with lone surrogates (which no store can keep as UTF-8)
+    replaced, so a strange MO can never fail to be logged."""
+    return scalar_text(text)
+
+
+def _logged_address(raw: str) -> str:
+    """A number or address as the inbound log keeps it: normalised when it
+    can be, else as received (cut short)."""
+    try:
+        return numbers.normalize(raw)
+    except InvalidNumber:
+        return _storable(raw[:_LOGGED_NUMBER_CHARS])
+
+
+def _types_list(types: Iterable[SmsType]) -> list[str]:
+    order = list(SmsType)
+    return [t.value for t in sorted(set(types), key=order.index)]
+
+
+def _keywords_json(k: Keywords) -> dict[str, object]:
+    return {
+        "opt_out": list(k.opt_out),
+        "opt_in": list(k.opt_in),
+        "help": list(k.help),
+        "match": k.match.value,
+    }
+
+
+def _replies_json(r: Replies) -> dict[str, object]:
+    return {"opt_out": r.opt_out, "opt_in": r.opt_in, "help": r.help}
+
+
+def _address_json(a: InboundAddress) -> dict[str, object]:
+    """An address as its audit entries show it."""
+    return {
+        "address": a.address,
+        "description": a.description,
+        "keywords": _keywords_json(a.keywords),
+        "replies": _replies_json(a.replies),
+        "default_rule": _types_list(a.default_rule),
+        "rules": {r.app_id: _types_list(r.sms_types) for r in a.rules},
+        "near_miss_phrases": list(a.near_miss_phrases),
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class Stats:
+    """The Overview figures. `daily` is (UTC date, opt-outs, opt-ins) for
+    each of the last `STATS_DAYS` days, oldest first, zero-filled; repeated
+    STOPs are not opt-outs (nothing changed). `replies_*` count opt-out
+    confirmations of MOs committed in that period: sent, and sent within
+    `CONFIRMATION_LIMIT_SECONDS`."""
+
+    unsubscribed_total: int
+    unsubscribed_by_address: dict[str, int]
+    daily: tuple[tuple[str, int, int], ...]
+    near_miss_open: int
+    replies_pending: int
+    replies_sent: int
+    replies_within_limit: int
+
+
 class ServiceCore:
     """State and helpers shared by the service's parts (`rules.service`)."""
 
@@ -208,6 +292,8 @@ class ServiceCore:
         store.set_feed(self._feed)
         self._listeners: list[Callable[[], object]] = []
         self._tasks: set[asyncio.Task[object]] = set()
+        self._open_near_misses = 0
+        self._oldest_open_near_miss: float | None = None
         self.reply_queued = asyncio.Event()
         """Set whenever a reply is committed to the outbox. A relay may
         `await reply_queued.wait()` and `clear()` it before draining."""
@@ -316,18 +402,63 @@ class ServiceCore:
 
     def _view(self, address: _Address) -> InboundAddress:
         row = address.row
+        replies = row.replies.effective(self._program)
         return InboundAddress(
             address=row.address,
             description=row.description,
             keywords=row.keywords,
-            replies=row.replies.effective(self._program),
+            replies=replies,
             default_rule=row.default_rule,
             rules=tuple(
                 BlockingRule(row.address, app, types)
                 for app, types in sorted(address.rules.items())
             ),
             created_at=row.created_at,
+            near_miss_phrases=row.near_miss_phrases,
+            warnings=address_warnings(row.keywords, replies, row.default_rule, address.rules),
         )
+
+    async def _audit(
+        self,
+        tx: Tx,
+        actor: str | None,
+        action: str,
+        target: str,
+        before: object,
+        after: object,
+    ) -> None:
+        """Appends one audit entry inside the change's own transaction, so a
+        change and its audit entry commit (or roll back) together."""
+        await tx.insert_audit(
+            at=self._clock(), actor=actor, action=action, target=target, before=before, after=after
+        )
+
+    # --- the near-miss queue's figures (for metrics; kept in memory) ---
+
+    def _near_miss_logged(self, at: float) -> None:
+        self._open_near_misses += 1
+        if self._oldest_open_near_miss is None or at < self._oldest_open_near_miss:
+            self._oldest_open_near_miss = at
+
+    async def _refresh_near_misses(self) -> None:
+        """Re-reads the open near-miss count and oldest time (best effort:
+        the figures are for metrics and the overview)."""
+        try:
+            async with self._store.reading() as tx:
+                self._open_near_misses, self._oldest_open_near_miss = await tx.open_near_misses()
+        except StoreUnavailable as exc:
+            log.warning("near-miss figures not refreshed: %s", exc)
+
+    @property
+    def open_near_misses(self) -> int:
+        """Near-misses waiting for review (from memory, O(1); re-read from
+        the store after each review and at each housekeeping round)."""
+        return self._open_near_misses
+
+    @property
+    def oldest_open_near_miss(self) -> float | None:
+        """Unix time of the oldest near-miss waiting for review, or None."""
+        return self._oldest_open_near_miss
 
     def _queued(self) -> None:
         self.reply_queued.set()

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import base64
 import binascii
+import logging
 import math
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import replace
 from typing import Final
 
-from rules import numbers
+from rules import nearmiss, numbers
 from rules.keywords import DEFAULT_KEYWORDS, classify
 from rules.mo import plan_mo
 from rules.model import (
@@ -24,6 +25,7 @@ from rules.model import (
     Reply,
     Source,
     Status,
+    StoreUnavailable,
     Unsubscription,
     scalar_text,
 )
@@ -38,11 +40,15 @@ from rules.service.core import (
     _check_limit,
     _decode_cursor,
     _encode_cursor,
+    _logged_address,
     _reason,
+    _required_reason,
     _source,
+    _storable,
 )
 from rules.store import (
     PACK_SHIFT,
+    InboundValues,
     RecordFilter,
     RecordValues,
     UnsubRow,
@@ -53,6 +59,8 @@ REPLY_LEASE: Final = 60.0
 """Seconds a claimed reply stays with its sender before another may take it
 over: longer than the carrier's answer can take, short enough that a
 confirmation whose sidecar died still goes out well within 5 minutes."""
+
+log = logging.getLogger("rules.service")
 
 _UNSUB_ORDERS: Final = ("number", "newest", "oldest")
 # Every in-scope subscriber is a NANP number: "+1" and ten digits.
@@ -110,32 +118,80 @@ class SubscriberCommands(ServiceCore):
         *,
         carrier_ids: str | None = None,
     ) -> MoOutcome:
-        """Classify, change state, record, and queue the reply in the outbox, all
-        committed durably before returning. Raises StoreUnavailable if it could not
-        commit (nothing changed then).
+        """Classify, change state, record, queue the reply in the outbox and
+        log the message, all committed durably before returning. Raises
+        StoreUnavailable if the state change could not commit (nothing
+        changed then).
 
         An unknown inbound address, or a sender that is not a valid in-scope
-        number, gives `handled=False` and stores nothing (the action is still
-        classified, with the default keywords for an unknown address, so the
-        caller can count it)."""
+        number, gives `handled=False` and changes nothing (the action is
+        still classified, with the default keywords for an unknown address,
+        so the caller can count it); the message is still logged.
+
+        Every MO is written to the inbound message log. When the MO changes
+        anything, the log row is part of that transaction (under a savepoint:
+        if only the log row fails, the change still commits). Otherwise the
+        row has a transaction of its own, and if that fails the MO still
+        succeeds, with `log_failed=True` for the caller to count: the log
+        must never cost an opt-out or make the carrier redeliver."""
         address = self._lookup(inbound_address)
         if address is None:
             action, keyword = classify(text, DEFAULT_KEYWORDS)
-            return MoOutcome(action, keyword, handled=False, notes=("unknown inbound address",))
+            outcome = MoOutcome(action, keyword, handled=False, notes=("unknown inbound address",))
+            return await self._log_only(outcome, inbound_address, from_number, text)
         action, keyword = classify(text, address.row.keywords)
         try:
             subscriber = numbers.normalize(from_number)
         except InvalidNumber:
-            return MoOutcome(action, keyword, handled=False, notes=("sender is not a number",))
+            outcome = MoOutcome(action, keyword, handled=False, notes=("sender is not a number",))
+            return await self._log_only(outcome, address.address, from_number, text)
         if not numbers.in_scope(subscriber):
-            return MoOutcome(
+            outcome = MoOutcome(
                 action, keyword, handled=False, notes=("sender outside US/Canada opt-out scope",)
             )
+            return await self._log_only(outcome, address.address, subscriber, text)
         if action is Action.NONE:
-            return MoOutcome(Action.NONE)
+            hit = nearmiss.detect(text, address.row.keywords, address.row.near_miss_phrases)
+            outcome = MoOutcome(Action.NONE, near_miss=hit is not None)
+            return await self._log_only(outcome, address.address, subscriber, text)
         return await self._write(
             self._apply_mo(address, subscriber, action, keyword, text, carrier_ids)
         )
+
+    def _inbound_values(
+        self, at: float, inbound: str, sender: str, text: str, outcome: MoOutcome
+    ) -> InboundValues:
+        return (
+            at,
+            _logged_address(sender),
+            _logged_address(inbound),
+            _storable(text[:MAX_RAW_TEXT_CHARS]),
+            outcome.action.value,
+            outcome.keyword,
+            outcome.near_miss,
+        )
+
+    async def _log_only(
+        self, outcome: MoOutcome, inbound: str, sender: str, text: str
+    ) -> MoOutcome:
+        """Logs an MO that changes nothing, best effort (see `handle_mo`)."""
+
+        async def run() -> int:
+            async with self._store.transaction() as tx:
+                now = self._clock()
+                message_id = await tx.insert_inbound_message(
+                    self._inbound_values(now, inbound, sender, text, outcome)
+                )
+                if outcome.near_miss:
+                    tx.after_commit(lambda: self._near_miss_logged(now))
+            return message_id
+
+        try:
+            message_id = await self._write(run())
+        except StoreUnavailable as exc:
+            log.warning("inbound message not logged: %s", exc)
+            return replace(outcome, log_failed=True)
+        return replace(outcome, message_id=message_id)
 
     async def _apply_mo(
         self,
@@ -155,11 +211,20 @@ class SubscriberCommands(ServiceCore):
             try:
                 current = self._current(address)
             except NotFound:
-                return MoOutcome(action, keyword, handled=False, notes=("address just deleted",))
+                gone = MoOutcome(action, keyword, handled=False, notes=("address just deleted",))
+                message_id = await tx.try_insert_inbound_message(
+                    self._inbound_values(self._clock(), address.address, subscriber, text, gone)
+                )
+                return replace(gone, message_id=message_id, log_failed=message_id is None)
             packed = pack(key, current.id)
             unsubscribed = await tx.unsubscription(packed) is not None
             plan = plan_mo(action, unsubscribed, current.row.replies.effective(self._program))
             now = self._clock()
+            message_id = await tx.try_insert_inbound_message(
+                self._inbound_values(
+                    now, current.address, subscriber, text, MoOutcome(action, keyword)
+                )
+            )
             if plan.new_status is Status.UNSUBSCRIBED:
                 await tx.insert_unsubscription(
                     UnsubRow(packed, current.id, key, now, Source.KEYWORD)
@@ -182,7 +247,7 @@ class SubscriberCommands(ServiceCore):
                     keyword,
                     carrier_ids,
                 )
-                record_id = await tx.insert_record(values)
+                record_id = await tx.insert_record(values, inbound_message_id=message_id)
                 record = Record(
                     id=record_id,
                     phone_number=subscriber,
@@ -194,6 +259,7 @@ class SubscriberCommands(ServiceCore):
                     raw_text=text,
                     keyword=keyword,
                     carrier_ids=carrier_ids,
+                    inbound_message_id=message_id,
                 )
             reply: Reply | None = None
             if plan.reply_text is not None and plan.reply_action is not None:
@@ -206,10 +272,23 @@ class SubscriberCommands(ServiceCore):
                     created_at=now,
                 )
                 reply = Reply(
-                    reply_id, current.address, subscriber, plan.reply_text, plan.reply_action
+                    reply_id,
+                    current.address,
+                    subscriber,
+                    plan.reply_text,
+                    plan.reply_action,
+                    now,
                 )
                 tx.add_change(feed.REPLY, {"id": reply_id})
-        return MoOutcome(action, keyword, record=record, reply=reply, notes=plan.notes)
+        return MoOutcome(
+            action,
+            keyword,
+            record=record,
+            reply=reply,
+            notes=plan.notes,
+            message_id=message_id,
+            log_failed=message_id is None,
+        )
 
     # --- unsubscribed users ---
 
@@ -242,11 +321,14 @@ class SubscriberCommands(ServiceCore):
         actor: str | None = None,
         reason: str = "",
     ) -> Record:
-        """NotFound if the number is not unsubscribed at that address."""
+        """NotFound if the number is not unsubscribed at that address.
+        `reason` is required (ReasonRequired when blank): re-subscribing by
+        hand needs the consent evidence, e.g. "signed up again on the web
+        form, 2026-11-30"."""
         number = numbers.normalize(phone_number)
         target = self._require(inbound_address)
         source = _source(source)
-        why = _reason(reason, f"resubscribed via {source.value}")
+        why = _required_reason(reason)
         return await self._write(
             self._manual(number, target, Status.SUBSCRIBED, source, actor, why)
         )
@@ -296,6 +378,16 @@ class SubscriberCommands(ServiceCore):
                 None,
             )
             record_id = await tx.insert_record(values)
+            await self._audit(
+                tx,
+                actor,
+                "unsubscribed.add" if status is Status.UNSUBSCRIBED else "unsubscribed.remove",
+                f"{current.address} {number}",
+                {"status": (Status.SUBSCRIBED if status is Status.UNSUBSCRIBED
+                            else Status.UNSUBSCRIBED).value},
+                {"status": status.value, "reason": reason, "source": source.value,
+                 "record_id": record_id},
+            )
         return Record(
             id=record_id,
             phone_number=number,
@@ -461,28 +553,39 @@ class SubscriberCommands(ServiceCore):
         async with self._store.reading() as tx:
             return await tx.pending_reply_count()
 
-    async def mark_reply_sent(self, reply_id: int, message_id: str | None) -> None:
-        """Marks a reply as accepted by the carrier. NotFound for an unknown
-        id; marking an already sent reply again changes nothing."""
+    async def mark_reply_sent(self, reply_id: int, message_id: str | None) -> float | None:
+        """Marks a reply as accepted by the carrier and returns the seconds
+        since its MO was committed (for `optout_reply_seconds`). NotFound
+        for an unknown id; marking an already sent reply again changes
+        nothing and returns None."""
 
-        async def run() -> None:
+        async def run() -> float | None:
             async with self._store.transaction() as tx:
-                marked = await tx.mark_reply_sent(reply_id, message_id, self._clock())
-                if not marked and not await tx.reply_exists(reply_id):
+                now = self._clock()
+                marked = await tx.mark_reply_sent(reply_id, message_id, now)
+                created = await tx.reply_created_at(reply_id)
+                if created is None:
                     raise NotFound(f"reply {reply_id} does not exist")
+            return max(0.0, now - created) if marked else None
 
-        await self._write(run())
+        return await self._write(run())
 
-    async def mark_replies_sent(self, sent: Sequence[tuple[int, str | None]]) -> None:
+    async def mark_replies_sent(self, sent: Sequence[tuple[int, str | None]]) -> list[float]:
         """Marks replies accepted by the carrier, `(reply_id, message_id)` each,
         in one transaction: one commit for a window of confirmations instead of
-        one each, so marking keeps up with the carrier. Unknown ids are skipped."""
+        one each, so marking keeps up with the carrier. Unknown ids are skipped.
+        Returns, for each reply newly marked, the seconds since its MO was
+        committed (for `optout_reply_seconds`)."""
 
-        async def run() -> None:
+        async def run() -> list[float]:
+            latencies: list[float] = []
             async with self._store.transaction() as tx:
                 at = self._clock()
                 for reply_id, message_id in sent:
-                    await tx.mark_reply_sent(reply_id, message_id, at)
+                    if await tx.mark_reply_sent(reply_id, message_id, at):
+                        created = await tx.reply_created_at(reply_id)
+                        if created is not None:
+                            latencies.append(max(0.0, at - created))
+            return latencies
 
-        await self._write(run())
-
+        return await self._write(run())

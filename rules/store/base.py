@@ -52,7 +52,20 @@ import numpy as np
 import numpy.typing as npt
 
 from rules.index import ADDRESS_BITS, MAX_ADDRESS_ID, pack
-from rules.model import Action, Keywords, MatchMode, Record, Reply, SmsType, Source, Status
+from rules.model import (
+    Action,
+    AuditEntry,
+    InboundMessage,
+    Keywords,
+    MatchMode,
+    Record,
+    Reply,
+    Review,
+    ReviewDecision,
+    SmsType,
+    Source,
+    Status,
+)
 from rules.replies import ReplySettings
 
 __all__ = [
@@ -63,6 +76,8 @@ __all__ = [
     "AddressRow",
     "Change",
     "FeedSink",
+    "InboundFilter",
+    "InboundValues",
     "RecordFilter",
     "RecordValues",
     "RuleRow",
@@ -98,6 +113,7 @@ class AddressRow:
     replies: ReplySettings
     default_rule: frozenset[SmsType]
     created_at: float
+    near_miss_phrases: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,6 +143,21 @@ class RecordFilter:
 RecordValues = tuple[str, str, str, str, float, str, str | None, str | None, str | None, str | None]
 """(phone_number, inbound_address, status, source, at, reason, actor,
 raw_text, keyword, carrier_ids): one row for `Tx.insert_record`."""
+
+@dataclass(frozen=True, slots=True)
+class InboundFilter:
+    phone_number: str | None = None
+    inbound_address: str | None = None
+    action: str | None = None
+    near_miss: bool | None = None
+    reviewed: bool | None = None
+    since: float | None = None  # inclusive
+    until: float | None = None  # exclusive
+
+
+InboundValues = tuple[float, str, str, str, str, str | None, bool]
+"""(at, phone_number, inbound_address, text, action, keyword, near_miss):
+one row of the inbound message log for `Tx.insert_inbound_message`."""
 
 UnsubValues = tuple[int, int, int, float, str]
 """(packed, address_id, number_key, since, source) for bulk inserts."""
@@ -170,7 +201,8 @@ def keywords_from(data: str, match_mode: str) -> Keywords:
 
 
 ADDRESS_COLUMNS = (
-    "id, address, description, keywords, match_mode, replies, default_rule, created_at"
+    "id, address, description, keywords, match_mode, replies, default_rule, created_at, "
+    "near_miss_phrases"
 )
 
 
@@ -185,6 +217,7 @@ def address_values(row: AddressRow) -> tuple[Any, ...]:
         row.replies.to_json(),
         types_json(row.default_rule),
         row.created_at,
+        json.dumps(list(row.near_miss_phrases)),
     )
 
 
@@ -197,14 +230,22 @@ def address_from(row: Sequence[Any]) -> AddressRow:
         replies=ReplySettings.from_json(row[5]),
         default_rule=types_from_json(row[6]),
         created_at=row[7],
+        # A change written before the column existed has eight values.
+        near_miss_phrases=tuple(json.loads(row[8])) if len(row) > 8 else (),
     )
 
 
+_SENT_REPLY = (
+    "FROM reply_outbox o WHERE o.record_id = r.id AND o.sent_at IS NOT NULL ORDER BY o.id LIMIT 1"
+)
 RECORD_COLUMNS = (
     "r.id, r.phone_number, r.inbound_address, r.status, r.source, r.at, r.reason, "
     "r.actor, r.raw_text, r.keyword, r.carrier_ids, "
-    "EXISTS (SELECT 1 FROM reply_outbox o WHERE o.record_id = r.id AND o.sent_at IS NOT NULL)"
+    f"(SELECT o.sent_at {_SENT_REPLY}), (SELECT o.message_id {_SENT_REPLY}), "
+    "r.inbound_message_id"
 )
+"""A record with when (and under which carrier id) its confirmation was
+accepted, and the logged MO it answers."""
 
 
 def record_from(row: Sequence[Any]) -> Record:
@@ -220,12 +261,61 @@ def record_from(row: Sequence[Any]) -> Record:
         raw_text=row[8],
         keyword=row[9],
         carrier_ids=row[10],
-        reply_sent=bool(row[11]),
+        reply_sent=row[11] is not None,
+        reply_sent_at=row[11],
+        reply_message_id=row[12],
+        inbound_message_id=row[13],
     )
 
 
+REPLY_COLUMNS = "id, source_addr, destination_addr, text, action, created_at"
+
+
 def reply_from(row: Sequence[Any]) -> Reply:
-    return Reply(row[0], row[1], row[2], row[3], Action(row[4]))
+    return Reply(row[0], row[1], row[2], row[3], Action(row[4]), row[5] if len(row) > 5 else 0.0)
+
+
+INBOUND_COLUMNS = (
+    "id, at, phone_number, inbound_address, text, action, keyword, near_miss, "
+    "review_decision, review_actor, review_at, review_reason"
+)
+
+
+def inbound_from(row: Sequence[Any]) -> InboundMessage:
+    review = None
+    if row[8] is not None:
+        review = Review(ReviewDecision(row[8]), row[9], float(row[10]), row[11] or "")
+    return InboundMessage(
+        id=row[0],
+        at=row[1],
+        phone_number=row[2],
+        inbound_address=row[3],
+        text=row[4],
+        action=Action(row[5]),
+        keyword=row[6],
+        near_miss=bool(row[7]),
+        review=review,
+    )
+
+
+def json_or_null(value: object) -> str | None:
+    """An audit entry's before/after as stored (JSON text, or NULL)."""
+    return None if value is None else json.dumps(value, sort_keys=True)
+
+
+def audit_from(row: Sequence[Any]) -> AuditEntry:
+    return AuditEntry(
+        id=row[0],
+        at=row[1],
+        actor=row[2],
+        action=row[3],
+        target=row[4],
+        before=None if row[5] is None else json.loads(row[5]),
+        after=None if row[6] is None else json.loads(row[6]),
+    )
+
+
+AUDIT_COLUMNS = "id, at, actor, action, target, before, after"
 
 
 def unsub_from(row: Sequence[Any]) -> UnsubRow:
@@ -310,7 +400,21 @@ class Tx(Protocol):
         address) pair: why the number is on the list now."""
 
     # records (append-only)
-    async def insert_record(self, values: RecordValues) -> int: ...
+    async def insert_record(
+        self, values: RecordValues, *, inbound_message_id: int | None = None
+    ) -> int: ...
+    async def insert_release_records(
+        self,
+        phone_numbers: Sequence[str],
+        *,
+        inbound_address: str,
+        at: float,
+        source: Source,
+        actor: str | None,
+        reason: str,
+    ) -> None:
+        """One "subscribed" record per number released at once (an address
+        deleted with its opt-outs)."""
     async def records(
         self, flt: RecordFilter, *, after: int | None, limit: int, newest_first: bool = False
     ) -> list[Record]: ...
@@ -338,6 +442,67 @@ class Tx(Protocol):
     async def pending_reply_count(self) -> int: ...
     async def reply_exists(self, reply_id: int) -> bool: ...
     async def mark_reply_sent(self, reply_id: int, message_id: str | None, at: float) -> bool: ...
+    async def reply_created_at(self, reply_id: int) -> float | None: ...
+
+    # the inbound message log (issue 10)
+    async def insert_inbound_message(self, values: InboundValues) -> int:
+        """One logged MO; returns its id."""
+
+    async def try_insert_inbound_message(self, values: InboundValues) -> int | None:
+        """`insert_inbound_message` under a savepoint: if only this insert
+        fails, it alone is undone and the surrounding transaction (an
+        opt-out) goes on; returns None then."""
+
+    async def inbound_message(self, message_id: int) -> InboundMessage | None: ...
+    async def inbound_messages(
+        self, flt: InboundFilter, *, before: int | None, limit: int
+    ) -> list[InboundMessage]:
+        """Newest first, ids below the keyset cursor `before`."""
+
+    async def review_inbound_message(self, message_id: int, review: Review) -> bool:
+        """Sets the review of a message not reviewed yet; False otherwise."""
+
+    async def prune_inbound_messages(self, before: float, limit: int) -> int:
+        """Deletes up to `limit` messages logged before `before`, except
+        near-misses nobody has reviewed yet. Returns how many went."""
+
+    async def open_near_misses(self) -> tuple[int, float | None]:
+        """(count, time of the oldest) of near-misses awaiting review."""
+
+    # the audit log (append-only)
+    async def insert_audit(
+        self,
+        *,
+        at: float,
+        actor: str | None,
+        action: str,
+        target: str,
+        before: object,
+        after: object,
+    ) -> int: ...
+    async def audit_entries(
+        self,
+        *,
+        actor: str | None,
+        since: float | None,
+        until: float | None,
+        before: int | None,
+        limit: int,
+    ) -> list[AuditEntry]:
+        """Newest first, ids below the keyset cursor `before`."""
+
+    # overview figures
+    async def daily_changes(self, since: float) -> list[tuple[str, str, int]]:
+        """(UTC date YYYY-MM-DD, status, count) of status changes since
+        `since`; repeated opt-outs (no change) are left out."""
+
+    async def reply_latencies(self, since: float, within: float) -> tuple[int, int]:
+        """(sent, sent within `within` seconds of the MO) of opt-out
+        confirmations whose MO was committed since `since`."""
+
+    # releasing an address's opt-outs
+    async def unsubscribed_keys(self, address_id: int) -> list[int]: ...
+    async def count_unsubscribed(self, address_id: int) -> int: ...
 
 
 class FeedSink(Protocol):

@@ -50,18 +50,34 @@ import asyncpg
 import numpy as np
 import numpy.typing as npt
 
-from rules.model import Action, Record, Reply, Source, Status, StoreUnavailable
+from rules.mo import REASON_REPEATED_OPT_OUT
+from rules.model import (
+    Action,
+    AuditEntry,
+    InboundMessage,
+    Record,
+    Reply,
+    Review,
+    Source,
+    Status,
+    StoreUnavailable,
+)
 from rules.store import migrations
 from rules.store.base import (
     ADDRESS_COLUMNS,
+    AUDIT_COLUMNS,
     FEED_KEEP,
     FEED_RETENTION,
+    INBOUND_COLUMNS,
     NOTIFY_CHANNEL,
     PRUNE_EVERY,
     RECORD_COLUMNS,
+    REPLY_COLUMNS,
     AddressRow,
     Change,
     FeedSink,
+    InboundFilter,
+    InboundValues,
     RecordFilter,
     RecordValues,
     RuleRow,
@@ -69,6 +85,9 @@ from rules.store.base import (
     UnsubValues,
     address_from,
     address_values,
+    audit_from,
+    inbound_from,
+    json_or_null,
     keywords_json,
     record_from,
     reply_from,
@@ -153,7 +172,7 @@ class PostgresTx:
     async def insert_address(self, row: AddressRow) -> None:
         await self._run(
             f"INSERT INTO inbound_address ({ADDRESS_COLUMNS}) "
-            "VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
             address_values(row),
         )
 
@@ -161,13 +180,14 @@ class PostgresTx:
         """Rewrites the editable columns of address `row.id`."""
         await self._run(
             "UPDATE inbound_address SET description = $1, keywords = $2, match_mode = $3, "
-            "replies = $4, default_rule = $5 WHERE id = $6",
+            "replies = $4, default_rule = $5, near_miss_phrases = $6 WHERE id = $7",
             (
                 row.description,
                 keywords_json(row.keywords),
                 row.keywords.match.value,
                 row.replies.to_json(),
                 types_json(row.default_rule),
+                json.dumps(list(row.near_miss_phrases)),
                 row.id,
             ),
         )
@@ -331,14 +351,41 @@ class PostgresTx:
 
     # --- records (append-only) ---
 
-    async def insert_record(self, values: RecordValues) -> int:
+    async def insert_record(
+        self, values: RecordValues, *, inbound_message_id: int | None = None
+    ) -> int:
         record_id = await self._conn.fetchval(
             "INSERT INTO record (phone_number, inbound_address, status, source, at, reason, "
-            "actor, raw_text, keyword, carrier_ids) "
-            "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING id",
+            "actor, raw_text, keyword, carrier_ids, inbound_message_id) "
+            "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING id",
             *values,
+            inbound_message_id,
         )
         return int(record_id)
+
+    async def insert_release_records(
+        self,
+        phone_numbers: Sequence[str],
+        *,
+        inbound_address: str,
+        at: float,
+        source: Source,
+        actor: str | None,
+        reason: str,
+    ) -> None:
+        """One "subscribed" record per released number, as one binary COPY."""
+        if not phone_numbers:
+            return
+        subscribed = Status.SUBSCRIBED.value
+        await self._conn.copy_records_to_table(
+            "record",
+            records=[
+                (n, inbound_address, subscribed, source.value, float(at), reason, actor)
+                for n in phone_numbers
+            ],
+            columns=_IMPORT_RECORD_COLUMNS,
+            timeout=None,
+        )
 
     async def records(
         self, flt: RecordFilter, *, after: int | None, limit: int, newest_first: bool = False
@@ -392,7 +439,7 @@ class PostgresTx:
 
     async def pending_replies(self, limit: int) -> list[Reply]:
         rows = await self._all(
-            "SELECT id, source_addr, destination_addr, text, action FROM reply_outbox "
+            f"SELECT {REPLY_COLUMNS} FROM reply_outbox "
             "WHERE sent_at IS NULL ORDER BY id LIMIT $1",
             (limit,),
         )
@@ -409,7 +456,7 @@ class PostgresTx:
             "SELECT id FROM reply_outbox WHERE sent_at IS NULL AND "
             "(claim_until IS NULL OR claim_until < $3 OR claimed_by = $1) "
             "ORDER BY id LIMIT $4 FOR UPDATE SKIP LOCKED) "
-            "RETURNING id, source_addr, destination_addr, text, action",
+            f"RETURNING {REPLY_COLUMNS}",
             (owner, until, now, limit),
         )
         return sorted((reply_from(r) for r in rows), key=lambda r: r.id)
@@ -485,6 +532,183 @@ class PostgresTx:
             (at, message_id, reply_id),
         )
         return changed > 0
+
+    async def reply_created_at(self, reply_id: int) -> float | None:
+        row = await self._one("SELECT created_at FROM reply_outbox WHERE id = $1", (reply_id,))
+        return None if row is None else float(row[0])
+
+    # --- the inbound message log ---
+
+    async def insert_inbound_message(self, values: InboundValues) -> int:
+        message_id = await self._conn.fetchval(
+            "INSERT INTO inbound_message (at, phone_number, inbound_address, text, action, "
+            "keyword, near_miss) VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
+            float(values[0]),
+            *values[1:6],
+            bool(values[6]),
+        )
+        return int(message_id)
+
+    async def try_insert_inbound_message(self, values: InboundValues) -> int | None:
+        try:
+            async with self._conn.transaction():  # nested: a savepoint
+                return await self.insert_inbound_message(values)
+        except asyncpg.PostgresError as exc:
+            log.warning("store: inbound message not logged: %s", exc)
+            return None
+
+    async def inbound_message(self, message_id: int) -> InboundMessage | None:
+        row = await self._one(
+            f"SELECT {INBOUND_COLUMNS} FROM inbound_message WHERE id = $1", (message_id,)
+        )
+        return None if row is None else inbound_from(row)
+
+    async def inbound_messages(
+        self, flt: InboundFilter, *, before: int | None, limit: int
+    ) -> list[InboundMessage]:
+        where: list[str] = []
+        params: list[Any] = []
+
+        def param(value: Any) -> str:
+            params.append(value)
+            return f"${len(params)}"
+
+        for column, value in (
+            ("phone_number", flt.phone_number),
+            ("inbound_address", flt.inbound_address),
+            ("action", flt.action),
+        ):
+            if value is not None:
+                where.append(f"{column} = {param(value)}")
+        if flt.near_miss is not None:
+            where.append(f"near_miss = {param(flt.near_miss)}")
+        if flt.reviewed is not None:
+            where.append(
+                "review_decision IS NOT NULL" if flt.reviewed else "review_decision IS NULL"
+            )
+        if flt.since is not None:
+            where.append(f"at >= {param(float(flt.since))}")
+        if flt.until is not None:
+            where.append(f"at < {param(float(flt.until))}")
+        if before is not None:
+            where.append(f"id < {param(before)}")
+        sql = f"SELECT {INBOUND_COLUMNS} FROM inbound_message"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += f" ORDER BY id DESC LIMIT {param(limit)}"
+        return [inbound_from(r) for r in await self._all(sql, params)]
+
+    async def review_inbound_message(self, message_id: int, review: Review) -> bool:
+        changed, _ = await self._run(
+            "UPDATE inbound_message SET review_decision = $1, review_actor = $2, "
+            "review_at = $3, review_reason = $4 WHERE id = $5 AND review_decision IS NULL",
+            (review.decision.value, review.actor, float(review.at), review.reason, message_id),
+        )
+        return changed > 0
+
+    async def prune_inbound_messages(self, before: float, limit: int) -> int:
+        changed, _ = await self._run(
+            "DELETE FROM inbound_message WHERE id IN (SELECT id FROM inbound_message "
+            "WHERE at < $1 AND NOT (near_miss AND review_decision IS NULL) "
+            "ORDER BY at LIMIT $2)",
+            (float(before), limit),
+        )
+        return changed
+
+    async def open_near_misses(self) -> tuple[int, float | None]:
+        row = await self._one(
+            "SELECT count(*), min(at) FROM inbound_message "
+            "WHERE near_miss AND review_decision IS NULL"
+        )
+        return int(row[0]), (None if row[1] is None else float(row[1]))
+
+    # --- the audit log (append-only) ---
+
+    async def insert_audit(
+        self,
+        *,
+        at: float,
+        actor: str | None,
+        action: str,
+        target: str,
+        before: object,
+        after: object,
+    ) -> int:
+        entry_id = await self._conn.fetchval(
+            "INSERT INTO audit (at, actor, action, target, before, after) "
+            "VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+            float(at),
+            actor,
+            action,
+            target,
+            json_or_null(before),
+            json_or_null(after),
+        )
+        return int(entry_id)
+
+    async def audit_entries(
+        self,
+        *,
+        actor: str | None,
+        since: float | None,
+        until: float | None,
+        before: int | None,
+        limit: int,
+    ) -> list[AuditEntry]:
+        where: list[str] = []
+        params: list[Any] = []
+
+        def param(value: Any) -> str:
+            params.append(value)
+            return f"${len(params)}"
+
+        if actor is not None:
+            where.append(f"actor = {param(actor)}")
+        if since is not None:
+            where.append(f"at >= {param(float(since))}")
+        if until is not None:
+            where.append(f"at < {param(float(until))}")
+        if before is not None:
+            where.append(f"id < {param(before)}")
+        sql = f"SELECT {AUDIT_COLUMNS} FROM audit"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += f" ORDER BY id DESC LIMIT {param(limit)}"
+        return [audit_from(r) for r in await self._all(sql, params)]
+
+    # --- overview figures ---
+
+    async def daily_changes(self, since: float) -> list[tuple[str, str, int]]:
+        rows = await self._all(
+            "SELECT to_char(to_timestamp(at) AT TIME ZONE 'UTC', 'YYYY-MM-DD') AS day, "
+            "status, count(*) FROM record "
+            "WHERE at >= $1 AND NOT (source = $2 AND reason = $3) GROUP BY day, status",
+            (float(since), Source.KEYWORD.value, REASON_REPEATED_OPT_OUT),
+        )
+        return [(r[0], r[1], int(r[2])) for r in rows]
+
+    async def reply_latencies(self, since: float, within: float) -> tuple[int, int]:
+        row = await self._one(
+            "SELECT count(*), count(*) FILTER (WHERE sent_at - created_at <= $1) "
+            "FROM reply_outbox WHERE action = $2 AND created_at >= $3 AND sent_at IS NOT NULL",
+            (float(within), Action.OPT_OUT.value, float(since)),
+        )
+        return int(row[0]), int(row[1])
+
+    # --- releasing an address's opt-outs ---
+
+    async def unsubscribed_keys(self, address_id: int) -> list[int]:
+        rows = await self._all(
+            "SELECT number_key FROM unsubscribed WHERE address_id = $1 ORDER BY packed",
+            (address_id,),
+        )
+        return [int(r[0]) for r in rows]
+
+    async def count_unsubscribed(self, address_id: int) -> int:
+        row = await self._one(
+            "SELECT count(*) FROM unsubscribed WHERE address_id = $1", (address_id,)
+        )
+        return int(row[0])
 
 
 class _PackedCopy:

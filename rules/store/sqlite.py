@@ -46,17 +46,34 @@ import aiosqlite
 import numpy as np
 import numpy.typing as npt
 
-from rules.model import Action, InvalidValue, Record, Reply, Source, Status, StoreUnavailable
+from rules.mo import REASON_REPEATED_OPT_OUT
+from rules.model import (
+    Action,
+    AuditEntry,
+    InboundMessage,
+    InvalidValue,
+    Record,
+    Reply,
+    Review,
+    Source,
+    Status,
+    StoreUnavailable,
+)
 from rules.store import migrations
 from rules.store.base import (
     ADDRESS_COLUMNS,
+    AUDIT_COLUMNS,
     FEED_KEEP,
     FEED_RETENTION,
+    INBOUND_COLUMNS,
     PRUNE_EVERY,
     RECORD_COLUMNS,
+    REPLY_COLUMNS,
     AddressRow,
     Change,
     FeedSink,
+    InboundFilter,
+    InboundValues,
     RecordFilter,
     RecordValues,
     RuleRow,
@@ -64,6 +81,9 @@ from rules.store.base import (
     UnsubValues,
     address_from,
     address_values,
+    audit_from,
+    inbound_from,
+    json_or_null,
     keywords_json,
     record_from,
     reply_from,
@@ -152,7 +172,7 @@ class SqliteTx:
 
     async def insert_address(self, row: AddressRow) -> None:
         await self._run(
-            f"INSERT INTO inbound_address ({ADDRESS_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            f"INSERT INTO inbound_address ({ADDRESS_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             address_values(row),
         )
 
@@ -160,13 +180,14 @@ class SqliteTx:
         """Rewrites the editable columns of address `row.id`."""
         await self._run(
             "UPDATE inbound_address SET description = ?, keywords = ?, match_mode = ?, "
-            "replies = ?, default_rule = ? WHERE id = ?",
+            "replies = ?, default_rule = ?, near_miss_phrases = ? WHERE id = ?",
             (
                 row.description,
                 keywords_json(row.keywords),
                 row.keywords.match.value,
                 row.replies.to_json(),
                 types_json(row.default_rule),
+                json.dumps(list(row.near_miss_phrases)),
                 row.id,
             ),
         )
@@ -347,11 +368,14 @@ class SqliteTx:
 
     # --- records (append-only) ---
 
-    async def insert_record(self, values: RecordValues) -> int:
+    async def insert_record(
+        self, values: RecordValues, *, inbound_message_id: int | None = None
+    ) -> int:
         _, rowid = await self._run(
             "INSERT INTO record (phone_number, inbound_address, status, source, at, reason, "
-            "actor, raw_text, keyword, carrier_ids) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            values,
+            "actor, raw_text, keyword, carrier_ids, inbound_message_id) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (*values, inbound_message_id),
         )
         assert rowid is not None
         return rowid
@@ -405,7 +429,7 @@ class SqliteTx:
 
     async def pending_replies(self, limit: int) -> list[Reply]:
         rows = await self._all(
-            "SELECT id, source_addr, destination_addr, text, action FROM reply_outbox "
+            f"SELECT {REPLY_COLUMNS} FROM reply_outbox "
             "WHERE sent_at IS NULL ORDER BY id LIMIT ?",
             (limit,),
         )
@@ -420,7 +444,7 @@ class SqliteTx:
             "UPDATE reply_outbox SET claimed_by = ?, claim_until = ? WHERE id IN ("
             "SELECT id FROM reply_outbox WHERE sent_at IS NULL AND "
             "(claim_until IS NULL OR claim_until < ? OR claimed_by = ?) ORDER BY id LIMIT ?) "
-            "RETURNING id, source_addr, destination_addr, text, action",
+            f"RETURNING {REPLY_COLUMNS}",
             (owner, until, now, owner, limit),
         )
         return sorted((reply_from(r) for r in rows), key=lambda r: r.id)
@@ -511,6 +535,202 @@ class SqliteTx:
             (at, message_id, reply_id),
         )
         return changed > 0
+
+    async def reply_created_at(self, reply_id: int) -> float | None:
+        row = await self._one("SELECT created_at FROM reply_outbox WHERE id = ?", (reply_id,))
+        return None if row is None else float(row[0])
+
+    # --- the inbound message log ---
+
+    async def insert_inbound_message(self, values: InboundValues) -> int:
+        _, rowid = await self._run(
+            "INSERT INTO inbound_message (at, phone_number, inbound_address, text, action, "
+            "keyword, near_miss) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (*values[:6], 1 if values[6] else 0),
+        )
+        assert rowid is not None
+        return rowid
+
+    async def try_insert_inbound_message(self, values: InboundValues) -> int | None:
+        await self._conn.execute("SAVEPOINT inbound_log")
+        try:
+            message_id = await self.insert_inbound_message(values)
+        except sqlite3.Error as exc:
+            log.warning("store: inbound message not logged: %s", exc)
+            await self._conn.execute("ROLLBACK TO inbound_log")
+            await self._conn.execute("RELEASE inbound_log")
+            return None
+        await self._conn.execute("RELEASE inbound_log")
+        return message_id
+
+    async def inbound_message(self, message_id: int) -> InboundMessage | None:
+        row = await self._one(
+            f"SELECT {INBOUND_COLUMNS} FROM inbound_message WHERE id = ?", (message_id,)
+        )
+        return None if row is None else inbound_from(row)
+
+    async def inbound_messages(
+        self, flt: InboundFilter, *, before: int | None, limit: int
+    ) -> list[InboundMessage]:
+        where: list[str] = []
+        params: list[Any] = []
+        for column, value in (
+            ("phone_number", flt.phone_number),
+            ("inbound_address", flt.inbound_address),
+            ("action", flt.action),
+        ):
+            if value is not None:
+                where.append(f"{column} = ?")
+                params.append(value)
+        if flt.near_miss is not None:
+            where.append("near_miss = ?")
+            params.append(1 if flt.near_miss else 0)
+        if flt.reviewed is not None:
+            where.append(
+                "review_decision IS NOT NULL" if flt.reviewed else "review_decision IS NULL"
+            )
+        if flt.since is not None:
+            where.append("at >= ?")
+            params.append(flt.since)
+        if flt.until is not None:
+            where.append("at < ?")
+            params.append(flt.until)
+        if before is not None:
+            where.append("id < ?")
+            params.append(before)
+        sql = f"SELECT {INBOUND_COLUMNS} FROM inbound_message"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY id DESC LIMIT ?"
+        params.append(limit)
+        return [inbound_from(r) for r in await self._all(sql, params)]
+
+    async def review_inbound_message(self, message_id: int, review: Review) -> bool:
+        changed, _ = await self._run(
+            "UPDATE inbound_message SET review_decision = ?, review_actor = ?, review_at = ?, "
+            "review_reason = ? WHERE id = ? AND review_decision IS NULL",
+            (review.decision.value, review.actor, review.at, review.reason, message_id),
+        )
+        return changed > 0
+
+    async def prune_inbound_messages(self, before: float, limit: int) -> int:
+        changed, _ = await self._run(
+            "DELETE FROM inbound_message WHERE id IN (SELECT id FROM inbound_message "
+            "WHERE at < ? AND NOT (near_miss = 1 AND review_decision IS NULL) "
+            "ORDER BY at LIMIT ?)",
+            (before, limit),
+        )
+        return changed
+
+    async def open_near_misses(self) -> tuple[int, float | None]:
+        row = await self._one(
+            "SELECT count(*), min(at) FROM inbound_message "
+            "WHERE near_miss = 1 AND review_decision IS NULL"
+        )
+        return int(row[0]), (None if row[1] is None else float(row[1]))
+
+    # --- the audit log (append-only) ---
+
+    async def insert_audit(
+        self,
+        *,
+        at: float,
+        actor: str | None,
+        action: str,
+        target: str,
+        before: object,
+        after: object,
+    ) -> int:
+        _, rowid = await self._run(
+            "INSERT INTO audit (at, actor, action, target, before, after) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            (at, actor, action, target, json_or_null(before), json_or_null(after)),
+        )
+        assert rowid is not None
+        return rowid
+
+    async def audit_entries(
+        self,
+        *,
+        actor: str | None,
+        since: float | None,
+        until: float | None,
+        before: int | None,
+        limit: int,
+    ) -> list[AuditEntry]:
+        where: list[str] = []
+        params: list[Any] = []
+        if actor is not None:
+            where.append("actor = ?")
+            params.append(actor)
+        if since is not None:
+            where.append("at >= ?")
+            params.append(since)
+        if until is not None:
+            where.append("at < ?")
+            params.append(until)
+        if before is not None:
+            where.append("id < ?")
+            params.append(before)
+        sql = f"SELECT {AUDIT_COLUMNS} FROM audit"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY id DESC LIMIT ?"
+        params.append(limit)
+        return [audit_from(r) for r in await self._all(sql, params)]
+
+    # --- overview figures ---
+
+    async def daily_changes(self, since: float) -> list[tuple[str, str, int]]:
+        rows = await self._all(
+            "SELECT date(at, 'unixepoch'), status, count(*) FROM record "
+            "WHERE at >= ? AND NOT (source = ? AND reason = ?) GROUP BY 1, 2",
+            (since, Source.KEYWORD.value, REASON_REPEATED_OPT_OUT),
+        )
+        return [(r[0], r[1], int(r[2])) for r in rows]
+
+    async def reply_latencies(self, since: float, within: float) -> tuple[int, int]:
+        row = await self._one(
+            "SELECT count(*), coalesce(sum(sent_at - created_at <= ?), 0) FROM reply_outbox "
+            "WHERE action = ? AND created_at >= ? AND sent_at IS NOT NULL",
+            (within, Action.OPT_OUT.value, since),
+        )
+        return int(row[0]), int(row[1])
+
+    # --- releasing an address's opt-outs ---
+
+    async def unsubscribed_keys(self, address_id: int) -> list[int]:
+        rows = await self._all(
+            "SELECT number_key FROM unsubscribed WHERE address_id = ? ORDER BY packed",
+            (address_id,),
+        )
+        return [int(r[0]) for r in rows]
+
+    async def count_unsubscribed(self, address_id: int) -> int:
+        row = await self._one(
+            "SELECT count(*) FROM unsubscribed WHERE address_id = ?", (address_id,)
+        )
+        return int(row[0])
+
+    async def insert_release_records(
+        self,
+        phone_numbers: Sequence[str],
+        *,
+        inbound_address: str,
+        at: float,
+        source: Source,
+        actor: str | None,
+        reason: str,
+    ) -> None:
+        await self._insert_many(
+            "INSERT INTO record (phone_number, inbound_address, status, source, at, reason, "
+            "actor) VALUES ",
+            "(?,?,?,?,?,?,?)",
+            [
+                (n, inbound_address, Status.SUBSCRIBED.value, source.value, at, reason, actor)
+                for n in phone_numbers
+            ],
+        )
 
 
 #: How long /readyz's write probe waits for the write lock.

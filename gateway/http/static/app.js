@@ -98,11 +98,14 @@
     toastTimer = setTimeout(() => (el.hidden = true), 4000);
   }
 
-  function confirmDialog(title, text, okLabel) {
+  /** Asks before a change; `extra` (optional) is shown between the text and
+   * the buttons, e.g. a required reason field. */
+  function confirmDialog(title, text, okLabel, extra = null) {
     const dialog = document.getElementById("confirm-dialog");
     document.getElementById("confirm-title").textContent = title;
     document.getElementById("confirm-text").textContent = text;
     document.getElementById("confirm-ok").textContent = okLabel;
+    document.getElementById("confirm-extra").replaceChildren(...(extra ? [extra] : []));
     return new Promise((resolve) => {
       dialog.addEventListener("close", () => resolve(dialog.returnValue === "ok"), { once: true });
       dialog.returnValue = "";
@@ -1007,17 +1010,31 @@
           text: "Re-subscribe",
           "aria-label": `Re-subscribe ${u.phone_number} at ${u.inbound_address}`,
           onclick: async () => {
+            const reason = h("input", {
+              id: "resubscribe-reason",
+              name: "reason",
+              required: true,
+              maxlength: 500,
+              autocomplete: "off",
+            });
             const ok = await confirmDialog(
               `Re-subscribe ${u.phone_number}?`,
               `Messages from ${u.inbound_address} will reach this number again. ` +
                 "Do this only with the person's consent; it is recorded.",
               "Re-subscribe",
+              h(
+                "p",
+                {},
+                h("label", { for: "resubscribe-reason" }, "Reason (the consent evidence)"),
+                reason,
+              ),
             );
             if (!ok) return;
             await act(slot, async () => {
               await api(
                 "DELETE",
                 `/unsubscribed/${enc(u.inbound_address)}/${enc(u.phone_number)}`,
+                { reason: reason.value.trim() },
               );
               toast(`Re-subscribed ${u.phone_number}.`);
               await refresh();

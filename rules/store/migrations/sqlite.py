@@ -29,6 +29,15 @@ Tables
   state lives here, never in `record`. `claimed_by` / `claim_until`: the
   process sending it and its lease (version 2).
 * `feed_head`, `changes` (version 2): the change feed, see `rules.store.base`.
+
+Version 3 (compliance, issue 10):
+
+* `inbound_message`: every MO handled, kept `[store] inbound_retention_days`.
+  Its review columns are written once; a trigger refuses any other change.
+* `audit`: every administrative change (who, what, before, after);
+  append-only like `record`.
+* `record.inbound_message_id`: the logged MO a review opt-out answers.
+* `inbound_address.near_miss_phrases`: the address's extra phrases.
 """
 
 from __future__ import annotations
@@ -133,7 +142,70 @@ _V2: Migration = (
     "ALTER TABLE reply_outbox ADD COLUMN claim_until REAL",
 )
 
-MIGRATIONS: tuple[Migration, ...] = (_V1, _V2)
+_V3: Migration = (
+    # The inbound message log: every MO handled. The review columns are set
+    # once (a trigger refuses any other UPDATE); rows are pruned by age.
+    """
+    CREATE TABLE inbound_message (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        at REAL NOT NULL,
+        phone_number TEXT NOT NULL,
+        inbound_address TEXT NOT NULL,
+        text TEXT NOT NULL,
+        action TEXT NOT NULL,
+        keyword TEXT,
+        near_miss INTEGER NOT NULL DEFAULT 0,
+        review_decision TEXT,
+        review_actor TEXT,
+        review_at REAL,
+        review_reason TEXT
+    )
+    """,
+    "CREATE INDEX inbound_message_by_time ON inbound_message (at)",
+    "CREATE INDEX inbound_message_by_number ON inbound_message (phone_number, id)",
+    "CREATE INDEX inbound_message_by_address ON inbound_message (inbound_address, id)",
+    "CREATE INDEX inbound_message_open ON inbound_message (at) "
+    "WHERE near_miss = 1 AND review_decision IS NULL",
+    """
+    CREATE TRIGGER inbound_message_review_once BEFORE UPDATE ON inbound_message
+    WHEN OLD.review_decision IS NOT NULL
+      OR NEW.id IS NOT OLD.id OR NEW.at IS NOT OLD.at
+      OR NEW.phone_number IS NOT OLD.phone_number
+      OR NEW.inbound_address IS NOT OLD.inbound_address
+      OR NEW.text IS NOT OLD.text OR NEW.action IS NOT OLD.action
+      OR NEW.keyword IS NOT OLD.keyword OR NEW.near_miss IS NOT OLD.near_miss
+    BEGIN SELECT RAISE(ABORT, 'an inbound message is reviewed once and never edited'); END
+    """,
+    # The audit log of administrative changes: append-only like `record`.
+    """
+    CREATE TABLE audit (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        at REAL NOT NULL,
+        actor TEXT,
+        action TEXT NOT NULL,
+        target TEXT NOT NULL,
+        before TEXT,
+        after TEXT
+    )
+    """,
+    "CREATE INDEX audit_by_actor ON audit (actor, id)",
+    "CREATE INDEX audit_by_time ON audit (at)",
+    """
+    CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit
+    BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END
+    """,
+    """
+    CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit
+    BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END
+    """,
+    # A review's opt-out names the message it answers.
+    "ALTER TABLE record ADD COLUMN inbound_message_id INTEGER",
+    # Per-address extra near-miss phrases (JSON list).
+    "ALTER TABLE inbound_address ADD COLUMN near_miss_phrases TEXT NOT NULL DEFAULT '[]'",
+    "CREATE INDEX reply_outbox_sent ON reply_outbox (sent_at) WHERE sent_at IS NOT NULL",
+)
+
+MIGRATIONS: tuple[Migration, ...] = (_V1, _V2, _V3)
 """`MIGRATIONS[i]` upgrades a schema at version `i` to version `i + 1`."""
 
 SCHEMA_VERSION = len(MIGRATIONS)
