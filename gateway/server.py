@@ -221,10 +221,13 @@ class Sidecar:
         logs.event(log, "stopped")
 
 
-HOUSEKEEPING_SECONDS = 3600.0
+PRUNE_SECONDS = 3600.0
 """How often the inbound message log is pruned."""
+REFRESH_SECONDS = 60.0
+"""How often the near-miss queue's figures are re-read: another process of a
+fleet may have logged or reviewed near-misses meanwhile."""
 HOUSEKEEPING_FIRST_SECONDS = 60.0
-"""The first pruning waits this long after start-up, so it never competes
+"""The first round waits this long after start-up, so it never competes
 with a restart's catch-up traffic (carriers redeliver on reconnect)."""
 
 
@@ -232,19 +235,26 @@ async def housekeeping(
     service: OptOutService,
     retention_days: float,
     *,
-    every: float = HOUSEKEEPING_SECONDS,
+    prune_every: float = PRUNE_SECONDS,
+    refresh_every: float = REFRESH_SECONDS,
     first: float = HOUSEKEEPING_FIRST_SECONDS,
 ) -> None:
-    """Prunes the inbound message log `first` seconds after start and then
-    every `every` seconds, until cancelled. A failing store is logged and
-    retried at the next round; it never stops the sidecar."""
+    """Until cancelled: `first` seconds after start and then every
+    `prune_every` seconds, prunes the inbound message log; every
+    `refresh_every` seconds re-reads the near-miss figures. A failing store
+    is logged and retried at the next round; it never stops the sidecar."""
     await asyncio.sleep(first)
+    next_prune = 0.0
+    loop = asyncio.get_running_loop()
     while True:
-        try:
-            await service.prune_inbound_messages(retention_days)
-        except StoreUnavailable as exc:
-            logs.event(log, "prune_failed", logging.WARNING, error=str(exc))
-        await asyncio.sleep(every)
+        if loop.time() >= next_prune:
+            try:
+                await service.prune_inbound_messages(retention_days)
+            except StoreUnavailable as exc:
+                logs.event(log, "prune_failed", logging.WARNING, error=str(exc))
+            next_prune = loop.time() + prune_every
+        await service.refresh_near_misses()
+        await asyncio.sleep(refresh_every)
 
 
 def watch_service(metrics: Metrics, service: OptOutService) -> None:

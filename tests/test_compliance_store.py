@@ -5,18 +5,22 @@ existing SQLite file from before issue 10 upgrades with its data."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import sqlite3
 from pathlib import Path
 
 import pytest
 
 from gateway.enforcement import count_mo_extras
+from gateway.server import housekeeping
 from metrics import Metrics
 from rules.model import Action, Review, ReviewDecision, Status, StoreUnavailable
 from rules.service import OptOutService
 from rules.store import backend_for, open_store
 from rules.store.migrations import sqlite as sqlite_schema
 from tests.stores import execute_raw
+from tests.waiting import wait_for
 
 ADDR = "+18005550199"
 ALICE = "+14155550100"
@@ -136,3 +140,40 @@ async def test_a_pre_compliance_sqlite_file_upgrades_with_its_data(tmp_path: Pat
         assert (await service.handle_mo(ADDR, ALICE, "stpo")).near_miss
     finally:
         await service.close()
+
+
+async def test_housekeeping_prunes_the_log_and_refreshes_the_queue(store_url: str) -> None:
+    # given an old ordinary message, and a near-miss another process reviews
+    clock = Clock(1_700_000_000.0)
+    service = await OptOutService.open(store_url, clock=clock)
+    other = await OptOutService.open(store_url, clock=clock, follow=False)
+    task: asyncio.Task[None] | None = None
+    try:
+        await service.create_address(ADDR)
+        await service.handle_mo(ADDR, ALICE, "hello")
+        near = await service.handle_mo(ADDR, ALICE, "please stop")
+        assert near.message_id is not None and service.open_near_misses == 1
+        clock.now += 91 * 86400
+        await other.review_dismiss(near.message_id, actor="ops", reason="chat")
+        # when housekeeping runs
+        task = asyncio.create_task(housekeeping(service, 90, first=0, refresh_every=0.01))
+        # then the old message is pruned and this process sees the review
+        await wait_for(lambda: service.open_near_misses == 0)
+        await wait_for(lambda: service.oldest_open_near_miss is None)
+        items, _ = await service.list_inbound_messages()
+        assert [m.text for m in items] == []  # the reviewed near-miss was old too
+    finally:
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await other.close()
+        await service.close()
+
+
+class Clock:
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now

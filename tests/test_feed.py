@@ -82,7 +82,8 @@ async def test_keywords_edited_on_a_are_matched_on_b(
     a, b = pair
     await a.create_address(TOLL_FREE)
     kw = await a.get_keywords(TOLL_FREE)
-    await a.set_keywords(TOLL_FREE, type(kw)(("HALT", "STOP"), kw.opt_in, kw.help, kw.match))
+    await a.set_keywords(TOLL_FREE, type(kw)(("HALT", "STOP"), kw.opt_in, kw.help, kw.match),
+                         allow_noncompliant=True)
     await wait_for(
         lambda: (addr := b._lookup(TOLL_FREE)) is not None
         and "HALT" in addr.row.keywords.opt_out,
@@ -99,7 +100,7 @@ async def test_deleting_an_address_on_a_releases_its_numbers_on_b(
     await a.create_address(TOLL_FREE)
     await a.unsubscribe(ALICE, TOLL_FREE, source=Source.API)
     await wait_for(blocked(b, ALICE), PROPAGATION_TIMEOUT)
-    await a.delete_address(TOLL_FREE)
+    await a.delete_address(TOLL_FREE, force=True)
     await wait_for(lambda: b.decide("app", M, ALICE).allowed, PROPAGATION_TIMEOUT)
     assert b._lookup(TOLL_FREE) is None
     assert await b.list_addresses() == []
@@ -172,7 +173,7 @@ async def test_a_follower_cut_off_past_the_retention_reloads_everything(
         await a.create_address(TOLL_FREE)
         await a.unsubscribe(ALICE, TOLL_FREE, source=Source.API)
         await a.unsubscribe(BOB, TOLL_FREE, source=Source.API)
-        await a.resubscribe(ALICE, TOLL_FREE, source=Source.API)
+        await a.resubscribe(ALICE, TOLL_FREE, source=Source.API, reason="consent on file")
         # When B reads the feed again, the changes it missed are gone
         await b._feed.follow_once()
         # Then it reloaded from the tables: same state as A

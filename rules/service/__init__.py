@@ -123,6 +123,6 @@ class OptOutService(AddressCommands, SubscriberCommands, BulkTransfer, Complianc
         )
         if follow:
             service._feed.start()
-        await service._refresh_near_misses()
+        await service.refresh_near_misses()
         return service
 

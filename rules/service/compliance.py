@@ -178,7 +178,7 @@ class ComplianceQueries(ServiceCore):
             return replace(message, review=review), record
 
         result = await self._write(run())
-        await self._refresh_near_misses()
+        await self.refresh_near_misses()
         return result
 
     async def review_dismiss(
@@ -206,7 +206,7 @@ class ComplianceQueries(ServiceCore):
             return replace(message, review=review)
 
         result = await self._write(run())
-        await self._refresh_near_misses()
+        await self.refresh_near_misses()
         return result
 
     async def _reviewable(self, tx: Tx, message_id: int) -> InboundMessage:

@@ -440,9 +440,10 @@ class ServiceCore:
         if self._oldest_open_near_miss is None or at < self._oldest_open_near_miss:
             self._oldest_open_near_miss = at
 
-    async def _refresh_near_misses(self) -> None:
+    async def refresh_near_misses(self) -> None:
         """Re-reads the open near-miss count and oldest time (best effort:
-        the figures are for metrics and the overview)."""
+        the figures are for metrics; other processes of a fleet change them
+        too, so the sidecar calls this every minute)."""
         try:
             async with self._store.reading() as tx:
                 self._open_near_misses, self._oldest_open_near_miss = await tx.open_near_misses()
