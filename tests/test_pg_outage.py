@@ -62,5 +62,5 @@ async def test_a_server_restart_is_ridden_out_without_reopening(
     await wait_for(lambda: b._feed.connected, 10)
     assert await b.ping()
     # And a change made on B reaches A (its follower, and LISTEN, are back)
-    await b.resubscribe(ALICE, TOLL_FREE, source=Source.API)
+    await b.resubscribe(ALICE, TOLL_FREE, source=Source.API, reason="consent on file")
     await wait_for(lambda: a.decide("app", M, ALICE).allowed, 10)
