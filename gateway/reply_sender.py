@@ -189,6 +189,10 @@ class ReplySender:
         of sidecars sends each confirmation once (`OptOutService.claim_replies`)."""
         self._probe_ok = False
         self._last_probe = 0.0
+        # Set by stop(): the loop ends on it even when the cancellation it also
+        # sends is swallowed (Python 3.11's wait_for, and TLS connection set-up
+        # and tear-down, can lose a cancel that lands as they complete).
+        self._stopping = False
 
     @property
     def upstream_bound(self) -> bool:
@@ -228,6 +232,8 @@ class ReplySender:
         await self.stop(drain)
 
     async def stop(self, drain: DrainDeadline | None = None) -> None:
+        self._stopping = True
+        self._wake.set()
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -252,13 +258,15 @@ class ReplySender:
         return None
 
     async def _run(self) -> None:
-        while True:
+        while not self._stopping:
+            # Cleared before the pass, not after: a wake during the pass (a
+            # reply queued meanwhile, or stop()) then starts the next one at once.
+            self._wake.clear()
             try:
                 await self._drain()
             except Exception as exc:  # a store outage must not end the loop
                 self.ctx.metrics.store_errors.labels("reply_outbox").inc()
                 logs.event(log, "reply_drain_failed", logging.WARNING, error=repr(exc))
-            self._wake.clear()
             # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow the
             # cancellation that stop() sends when the event fires at that moment.
             with contextlib.suppress(TimeoutError):

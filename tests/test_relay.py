@@ -410,6 +410,35 @@ async def test_tls_on_the_listener_and_the_upstream_leg(tmp_path: Any) -> None:
         await sim.stop()
 
 
+async def test_a_sidecar_stops_promptly_when_its_tls_carrier_went_away_first(
+    tmp_path: Any,
+) -> None:
+    """Given a sidecar whose carrier leg is TLS, and the carrier gone just as
+    the reply sender checks that its port answers, when the sidecar stops,
+    then it stops at once. (The TLS set-up swallowed the reply sender's
+    cancellation on Python 3.11, and stop() then waited for ever.)"""
+    import ssl
+
+    from gateway.server import Sidecar
+
+    cert, key = self_signed(tmp_path)
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_ctx.load_cert_chain(cert, key)
+    sim = CarrierSim(SimConfig(port=0, credentials=dict(CREDENTIALS), tls=server_ctx))
+    await sim.start()
+    sidecar = Sidecar(parse_config({
+        "smpp": {"listen": "127.0.0.1:0"},
+        "http": {"listen": "127.0.0.1:0"},
+        "upstream": {"address": f"127.0.0.1:{sim.port}", "tls": True, "tls_ca": cert},
+        "store": {"url": f"sqlite:///{tmp_path}/s.db"},
+        "accounts": [{"system_id": "acme", "app_id": "1"}],
+    }), metrics=Metrics())
+    await sidecar.start()
+    await sim.stop()
+
+    await asyncio.wait_for(sidecar.stop(drain_timeout=10.0), timeout=3.0)
+
+
 async def test_nothing_is_left_behind_after_many_sessions(relay: Relay,
                                                           carrier: CarrierSim) -> None:
     import os
