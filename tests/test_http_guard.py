@@ -28,6 +28,7 @@ from rules.service import OptOutService
 
 pytest.register_assert_rewrite("tests.http_fixtures")
 from tests.http_fixtures import ADMIN, TOKENS, Api, AppFactory, assert_error  # noqa: E402
+from tests.waiting import wait_for  # noqa: E402
 
 pytest_plugins = ["tests.http_fixtures"]
 
@@ -222,8 +223,7 @@ async def test_connections_that_send_headers_slowly_are_closed(
     assert took < 2.5
     assert listener.guard.timed_out == 51
     assert closed_count(metrics, "header_timeout") == 51
-    await asyncio.sleep(0)  # connection_lost callbacks
-    assert listener.guard.active == 0
+    await wait_for(lambda: listener.guard.active == 0)  # connection_lost callbacks
     for _, writer in conns:
         writer.close()
 
@@ -285,8 +285,7 @@ async def test_connections_beyond_the_cap_get_503_and_are_closed(
     # Given a cap of 3 and three idle connections,
     listener = await listen(max_connections=3, header_timeout=30.0)
     idle = [await listener.connect() for _ in range(3)]
-    await asyncio.sleep(0.05)
-    assert listener.guard.active == 3
+    await wait_for(lambda: listener.guard.active == 3)
 
     # a fourth is answered 503 (JSON, Retry-After) and closed,
     reader, writer = await listener.connect()
@@ -298,7 +297,7 @@ async def test_connections_beyond_the_cap_get_503_and_are_closed(
 
     # and once one idle connection goes, a new client is served again.
     idle[0][1].close()
-    await asyncio.sleep(0.05)
+    await wait_for(lambda: listener.guard.active == 2)
     reader, writer = await listener.connect()
     writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
     assert (await read_until_closed(reader, 3.0)).startswith(b"HTTP/1.1 200 ")
