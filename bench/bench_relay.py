@@ -542,7 +542,7 @@ def main() -> int:
     assert direct is not None
     print_table(results, direct, rate_direct)
     if args.markdown is not None or args.readme is not None:
-        table = markdown_table(results, direct, rate_direct, modes, args)
+        table = markdown_table(results, direct, rate_direct)
         if args.markdown is not None:
             args.markdown.write_text(table)
         if args.readme is not None:
@@ -593,8 +593,7 @@ def compare_modes(modes: list[Mode], work: Path, sink: Child, sink_port: int,
     return pick(directs, "throughput"), chosen
 
 
-def markdown_table(results: list[Result], direct: Result, rate_direct: Result | None,
-                   modes: list[Mode], args: argparse.Namespace) -> str:
+def markdown_table(results: list[Result], direct: Result, rate_direct: Result | None) -> str:
     """The results as the README shows them (written by --markdown/--readme,
     never typed by hand)."""
     lines = [

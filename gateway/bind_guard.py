@@ -86,7 +86,7 @@ class BindGuard:
             pairs = self._by_ip[ip] = OrderedDict()
         else:
             self._by_ip.move_to_end(ip)
-            self._drop_expired(ip, pairs, now)
+            self._drop_expired(pairs, now)
         pair = pairs.get(system_id)
         if pair is None:
             self._make_room(ip, pairs)
@@ -121,7 +121,7 @@ class BindGuard:
             not pair.failures or pair.failures[-1] <= now - self.window
         )
 
-    def _drop_expired(self, ip: str, pairs: OrderedDict[str, _Pair], now: float) -> None:
+    def _drop_expired(self, pairs: OrderedDict[str, _Pair], now: float) -> None:
         for system_id in [s for s, p in pairs.items() if self._expired(p, now)]:
             del pairs[system_id]
             self._size -= 1
@@ -138,7 +138,7 @@ class BindGuard:
                 self._by_ip.move_to_end(ip)
                 victim_ip = next(iter(self._by_ip))
             victims = self._by_ip[victim_ip]
-            self._drop_expired(victim_ip, victims, self._clock())
+            self._drop_expired(victims, self._clock())
             if len(victims) >= 1 and self._size >= self.max_pairs:
                 self._evict_one(victims)
             if not victims and victim_ip != ip:

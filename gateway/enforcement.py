@@ -222,7 +222,7 @@ class SmppEnforcer:
                 header.command_id | 0x80000000, exc.command_status, header.sequence_number)))
         app_id, sms_type = self._classify(session.account, session.system_id, pdu)
         if header.command_id == Command.SUBMIT_MULTI:
-            return self._check_multi(session, pdu, raw, app_id, sms_type)
+            return self._check_multi(session, pdu, app_id, sms_type)
         try:
             destination = numbers.destination(pdu.get_bytes("destination_addr"),
                                               pdu.get_int("dest_addr_ton"),
@@ -330,7 +330,7 @@ class SmppEnforcer:
         return blocked
 
     def _check_multi(
-        self, session: ProxySession, pdu: Pdu, raw: bytes, app_id: str, sms_type: SmsType
+        self, session: ProxySession, pdu: Pdu, app_id: str, sms_type: SmsType
     ) -> Forward | Answer:
         allowed: list[SmeAddress | DistributionList] = []
         unsuccess: list[UnsuccessSme] = []
