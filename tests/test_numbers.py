@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import phonenumbers
 import pytest
-from hypothesis import given
+from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from rules import numbers
@@ -170,8 +170,10 @@ nanp_national = st.from_regex(r"\A[0-9]{10}\Z", fullmatch=True)
 @given(nanp_national, st.sampled_from([0, 1, 2]), st.booleans())
 def test_smpp_fast_path_equals_phonenumbers_path(nsn: str, ton: int, with_one: bool) -> None:
     """The digit fast path gives exactly what phonenumbers gives (or both
-    refuse the number)."""
+    refuse the number). A national form starting 00 or 011 is an international
+    prefix, not an area code: that reading is tested on its own below."""
     addr = ("1" + nsn) if (with_one or ton == 1) else nsn
+    assume(not addr.startswith(("00", "011")))
     try:
         slow: str | None = numbers._e164(addr, "1" + nsn)
     except InvalidNumber:
@@ -186,6 +188,13 @@ def test_smpp_fast_path_equals_phonenumbers_path(nsn: str, ton: int, with_one: b
     except InvalidNumber:
         typed = None
     assert typed == slow
+
+
+def test_a_national_form_starting_00_or_011_is_an_international_prefix() -> None:
+    # 00 40 000000 dials Romania, never a North American area code "004".
+    assert from_smpp("0040000000", 0, 1) == normalize("+40000000")
+    assert from_smpp("01114155550100", 0, 1) == "+14155550100"
+    assert from_smpp("0014155550100", 2, 1) == "+14155550100"
 
 
 @given(st.one_of(st.text(max_size=40), hostile_text(max_size=40), hostile_int_text))
