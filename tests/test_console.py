@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import pytest_asyncio
 from aiohttp import web
 
 from gateway.http import make_app
@@ -43,13 +44,14 @@ pytestmark = [
         not CHROMIUM.exists(), reason="Chromium is not installed (apt-get install chromium)"
     ),
     pytest.mark.timeout(120),
+    pytest.mark.asyncio(loop_scope="module"),
 ]
 
 playwright_api = pytest.importorskip("playwright.async_api")
 expect = playwright_api.expect
 
 
-@pytest.fixture
+@pytest_asyncio.fixture(loop_scope="module")
 async def server(tmp_path: Path) -> AsyncIterator[tuple[str, OptOutService]]:
     service = await OptOutService.open(f"sqlite:///{tmp_path}/console.db")
     runner = web.AppRunner(make_app(service, Metrics(), TOKENS), access_log=None)
@@ -63,7 +65,8 @@ async def server(tmp_path: Path) -> AsyncIterator[tuple[str, OptOutService]]:
         await service.close()
 
 
-@pytest.fixture
+# One browser for the module; each test opens its own context.
+@pytest_asyncio.fixture(loop_scope="module", scope="module")
 async def browser() -> AsyncIterator[Any]:
     async with playwright_api.async_playwright() as p:
         b = await p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
@@ -106,6 +109,9 @@ async def sign_in(page: Any, token: str) -> None:
     await expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
     await page.get_by_label("API token").fill(token)
     await page.get_by_role("button", name="Sign in").click()
+    # The Overview is the landing page; these stories start at the addresses.
+    await expect(page.get_by_role("heading", name="Overview", level=1)).to_be_visible()
+    await page.get_by_role("link", name="Inbound addresses", exact=True).click()
     await expect(page.get_by_role("heading", name="Inbound addresses", level=1)).to_be_visible()
 
 
