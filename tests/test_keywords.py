@@ -10,6 +10,8 @@ from hypothesis import strategies as st
 
 from rules.keywords import (
     DEFAULT_KEYWORDS,
+    MAX_KEYWORD_CHARS,
+    MAX_KEYWORDS_PER_LIST,
     MAX_TEXT_CHARS,
     classify,
     normalize_text,
@@ -156,6 +158,54 @@ def test_long_messages_are_bounded_but_leading_stop_still_counts() -> None:
     # White space padding alone does not hide a whole-message keyword.
     padded = " " * MAX_TEXT_CHARS + "start" + " " * MAX_TEXT_CHARS
     assert classify(padded, DEFAULT_KEYWORDS) == (Action.OPT_IN, "START")
+
+
+def test_stop_then_a_long_blank_run_still_opts_out() -> None:
+    # Past the length bound only the first MAX_TEXT_CHARS characters are read,
+    # and a STOP alone in them is still a leading opt-out.
+    text = "STOP" + " " * (2 * MAX_TEXT_CHARS) + "and more"
+    assert classify(text, DEFAULT_KEYWORDS) == (Action.OPT_OUT, "STOP")
+
+
+def test_a_whole_message_keyword_is_read_up_to_the_bound_and_not_past_it() -> None:
+    keywords = dataclasses.replace(DEFAULT_KEYWORDS, help=("NEED HELP",))
+    at_bound = "NEED" + " " * (MAX_TEXT_CHARS - 8) + "HELP"
+    assert len(at_bound) == MAX_TEXT_CHARS
+    assert classify(at_bound, keywords) == (Action.HELP, "NEED HELP")
+    # One more character and the message is too long to be a whole keyword.
+    assert classify("NEED" + " " * (MAX_TEXT_CHARS - 7) + "HELP", keywords) == (Action.NONE,
+                                                                                  None)
+    assert classify("HELP" + " " * (2 * MAX_TEXT_CHARS) + "me", DEFAULT_KEYWORDS) == (
+        Action.NONE, None)
+
+
+def test_lists_and_keywords_at_their_size_limits_are_accepted_one_more_is_not() -> None:
+    fifty = [f"STOP{i}" for i in range(MAX_KEYWORDS_PER_LIST)]
+    assert len(validate_keywords(Keywords(fifty, (), (), MatchMode.LEADING)).opt_out) == 50
+    with pytest.raises(InvalidValue, match=r"too many opt-out keywords: 51 \(at most 50\)"):
+        validate_keywords(Keywords([*fifty, "QUIT"], (), (), MatchMode.LEADING))
+    longest = "S" * MAX_KEYWORD_CHARS
+    assert validate_keywords(Keywords([longest], (), (), MatchMode.LEADING)).opt_out == (longest,)
+    with pytest.raises(InvalidValue, match="longer than 32 characters"):
+        validate_keywords(Keywords([longest + "S"], (), (), MatchMode.LEADING))
+
+
+def test_refusals_tell_the_admin_what_to_fix() -> None:
+    with pytest.raises(InvalidValue) as info:
+        validate_keywords(Keywords((), ("START",), ("HELP",), MatchMode.LEADING))
+    assert str(info.value) == ("an inbound address needs at least one opt-out keyword "
+                               "(such as STOP): opt-outs must always be possible")
+    with pytest.raises(InvalidValue) as info:
+        validate_keywords(Keywords(("STOP",), (), ("stop",), MatchMode.LEADING))
+    assert str(info.value) == ("'stop' is both an opt-out keyword ('STOP') and a help "
+                               "keyword: a message must mean one thing")
+    with pytest.raises(InvalidValue) as info:
+        validate_keywords(Keywords(("STOP",), ("GO",), ("go",), MatchMode.LEADING))
+    assert "both an opt-in keyword ('GO') and a help keyword" in str(info.value)
+    # The client's bad value is echoed, but only its first 20 characters.
+    with pytest.raises(InvalidValue) as info:
+        validate_keywords(Keywords(("STOP",), (), (), "y" * 500))  # type: ignore[arg-type]
+    assert str(info.value) == f"match must be 'leading' or 'exact', not {'y' * 20!r}"
 
 
 # --- property tests -------------------------------------------------------------

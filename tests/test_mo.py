@@ -56,6 +56,32 @@ def test_switched_off_reply_still_changes_state() -> None:
     assert plan_mo(Action.HELP, False, OFF).writes is False
 
 
+# What an operator reads in `POST /mo`'s answer: which reply goes out, and
+# when none does, why (so "no confirmation" is never a mystery).
+EXPLAINED_CASES = [
+    (Action.OPT_OUT, False, REPLIES, Action.OPT_OUT, ()),
+    (Action.OPT_OUT, True, REPLIES, None,
+     ("already unsubscribed: recorded, no second confirmation",)),
+    (Action.OPT_OUT, False, OFF, None, ("opt_out reply switched off",)),
+    (Action.OPT_IN, True, REPLIES, Action.OPT_IN, ()),
+    (Action.OPT_IN, False, REPLIES, None, ("already subscribed: nothing changed",)),
+    (Action.OPT_IN, True, OFF, None, ("opt_in reply switched off",)),
+    (Action.HELP, False, REPLIES, Action.HELP, ()),
+    (Action.HELP, True, OFF, None, ("help reply switched off",)),
+    (Action.NONE, False, REPLIES, None, ()),
+]
+
+
+@pytest.mark.parametrize(("action", "unsub", "replies", "reply_action", "notes"),
+                         EXPLAINED_CASES)
+def test_the_plan_says_which_reply_goes_out_or_why_none(
+    action: Action, unsub: bool, replies: Replies, reply_action: Action | None,
+    notes: tuple[str, ...],
+) -> None:
+    plan = plan_mo(action, unsub, replies)
+    assert (plan.reply_action, plan.notes) == (reply_action, notes)
+
+
 # --- through the service ---------------------------------------------------------
 
 TOLL_FREE = "+18005550199"
