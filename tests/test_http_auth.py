@@ -5,13 +5,16 @@ what an operator or an attacker sends in `Authorization`, and what happens.
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import re
 
 import pytest
 
-from gateway.http.auth import ApiToken, TokenBook
+from gateway.http.auth import ApiToken, TokenBook, token_hint
+from gateway.http.throttle import FailureThrottle
 
 pytest.register_assert_rewrite("tests.http_fixtures")
-from tests.http_fixtures import ADMIN, Api, assert_error  # noqa: E402
+from tests.http_fixtures import ADMIN, Api, AppFactory, assert_error  # noqa: E402
 
 pytest_plugins = ["tests.http_fixtures"]
 
@@ -77,3 +80,22 @@ def test_a_misconfigured_token_is_named_in_the_error(token: ApiToken,
         TokenBook([ADMIN, token])
     for word in words:
         assert word in str(info.value)
+
+
+async def test_the_configured_throttle_is_the_one_applied(make_api: AppFactory) -> None:
+    # given an API whose auth throttle allows 2 wrong tokens a minute
+    api = await make_api(auth_throttle=FailureThrottle(limit=2, window=60.0))
+    for _ in range(2):
+        assert (await whoami(api, "Bearer wrong-token-guess"))[0] == 401
+    # then the third request from that address waits, even with a right token
+    reply = await api.get("/whoami", token=ADMIN)
+    assert_error(reply, 429, "too_many_auth_failures")
+    assert int(reply.headers["Retry-After"]) >= 1
+
+
+def test_a_failed_token_is_logged_as_a_short_hash_only() -> None:
+    hint = token_hint("guess-" + ADMIN.token)
+    assert hint == "sha256:" + hashlib.sha256(("guess-" + ADMIN.token).encode()).hexdigest()[:8]
+    assert ADMIN.token[:4] not in hint.removeprefix("sha256:")
+    # bytes that were not UTF-8 (lone surrogates) are hashed, not a crash
+    assert re.fullmatch(r"sha256:[0-9a-f]{8}", token_hint("\udcff\ud800"))

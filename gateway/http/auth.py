@@ -120,7 +120,7 @@ def token_hint(presented: str) -> str:
     repeated attempts with one token can be told apart from many tokens,
     and never the token or a prefix of it (a near-miss of a real token must
     not leak the real token's first characters)."""
-    digest = hashlib.sha256(presented.encode("utf-8", "surrogateescape")).hexdigest()
+    digest = hashlib.sha256(presented.encode("utf-8", "surrogatepass")).hexdigest()
     return f"sha256:{digest[:8]}"
 
 
