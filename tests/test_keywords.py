@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import secrets
 
 import pytest
 from hypothesis import given
@@ -172,6 +173,8 @@ def test_a_whole_message_keyword_is_read_up_to_the_bound_and_not_past_it() -> No
     at_bound = "NEED" + " " * (MAX_TEXT_CHARS - 8) + "HELP"
     assert len(at_bound) == MAX_TEXT_CHARS
     assert classify(at_bound, keywords) == (Action.HELP, "NEED HELP")
+    # Blank padding around it is not counted against the bound.
+    assert classify(" \t" + at_bound + "\n", keywords) == (Action.HELP, "NEED HELP")
     # One more character and the message is too long to be a whole keyword.
     assert classify("NEED" + " " * (MAX_TEXT_CHARS - 7) + "HELP", keywords) == (Action.NONE,
                                                                                   None)
@@ -188,6 +191,15 @@ def test_lists_and_keywords_at_their_size_limits_are_accepted_one_more_is_not() 
     assert validate_keywords(Keywords([longest], (), (), MatchMode.LEADING)).opt_out == (longest,)
     with pytest.raises(InvalidValue, match="longer than 32 characters"):
         validate_keywords(Keywords([longest + "S"], (), (), MatchMode.LEADING))
+
+
+def test_keywords_an_admin_just_configured_take_effect() -> None:
+    # A spelling no earlier call has seen (so nothing about it is cached).
+    word = "HALT" + secrets.token_hex(4).upper()
+    keywords = validate_keywords(Keywords((word, "STOP"), ("GO " + word,), (), MatchMode.EXACT))
+    assert classify(word.lower(), keywords) == (Action.OPT_OUT, word)
+    assert classify(f"go  {word}!", keywords) == (Action.OPT_IN, "GO " + word)
+    assert classify("stop", keywords) == (Action.OPT_OUT, "STOP")
 
 
 def test_refusals_tell_the_admin_what_to_fix() -> None:
