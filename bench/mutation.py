@@ -76,7 +76,7 @@ TARGETS: tuple[Target, ...] = (
     Target("rules/numbers.py", ("tests/test_numbers.py",)),
     Target("rules/keywords.py", ("tests/test_keywords.py",)),
     Target("rules/mo.py", ("tests/test_mo.py",)),
-    Target("gateway/smpp/framing.py", ("tests/test_smpp_codec.py", "tests/test_smpp_session.py",
+    Target("gateway/smpp/framing.py", ("tests/test_smpp_framing.py", "tests/test_smpp_codec.py",
                                        "tests/test_relay.py")),
     Target("gateway/smpp/session.py", ("tests/test_smpp_session.py", "tests/test_relay.py")),
     Target("gateway/smpp/pdu.py", ("tests/test_smpp_codec.py",)),

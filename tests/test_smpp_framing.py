@@ -1,0 +1,93 @@
+"""Framing helpers the relay leans on (gateway/smpp/framing.py): sequence
+numbers, header peeks, and a reader that stays correct across long streams.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from gateway.smpp.errors import FramingError
+from gateway.smpp.framing import (
+    HEADER_LENGTH,
+    FrameReader,
+    SequenceCounter,
+    command_id_of,
+    encode_simple,
+    make_header,
+    parse_header,
+    renumbered,
+    sequence_of,
+    with_sequence,
+)
+
+MAX_SEQ = 0x7FFFFFFF
+
+
+def test_sequence_numbers_start_at_one_count_by_one_and_wrap_to_one() -> None:
+    counter = SequenceCounter()
+    assert [counter.next() for _ in range(3)] == [1, 2, 3]
+    near_end = SequenceCounter(MAX_SEQ - 1)
+    assert [near_end.next() for _ in range(4)] == [MAX_SEQ - 1, MAX_SEQ, 1, 2]
+
+
+@pytest.mark.parametrize("start", [0, -1, MAX_SEQ + 1])
+def test_a_sequence_outside_the_smpp_range_is_refused(start: int) -> None:
+    with pytest.raises(ValueError, match="sequence numbers run from 1 to 0x7FFFFFFF"):
+        SequenceCounter(start)
+
+
+def test_header_peeks_read_what_make_header_wrote() -> None:
+    raw = make_header(20, 0x00000004, 0, 0x01020304) + b"body"
+    assert parse_header(raw) == (20, 4, 0, 0x01020304)
+    assert (command_id_of(raw), sequence_of(raw)) == (4, 0x01020304)
+    again = renumbered(raw, 77)
+    assert sequence_of(again) == 77 and again[:12] == raw[:12] and again[16:] == b"body"
+    assert with_sequence(raw, 78)[12:16] == (78).to_bytes(4, "big")
+
+
+@pytest.mark.parametrize("peek", [command_id_of, sequence_of, parse_header,
+                                  lambda raw: with_sequence(raw, 1)])
+def test_a_short_pdu_is_a_framing_error_naming_the_header(peek: object) -> None:
+    with pytest.raises(FramingError, match=r"shorter than the 16-byte header \(15 bytes\)"):
+        peek(b"\x00" * 15)  # type: ignore[operator]
+
+
+def test_a_length_below_the_header_is_a_framing_error() -> None:
+    with pytest.raises(FramingError, match="command_length 15 is below the header size"):
+        parse_header(make_header(15, 4, 0, 1))
+
+
+def test_encode_simple_counts_its_body_in_the_length() -> None:
+    raw = encode_simple(0x80000004, 0, 9, b"abc\x00")
+    assert parse_header(raw) == (HEADER_LENGTH + 4, 0x80000004, 0, 9)
+    assert raw[16:] == b"abc\x00"
+
+
+def test_the_reader_needs_room_for_a_header() -> None:
+    assert FrameReader(max_length=HEADER_LENGTH).max_length == HEADER_LENGTH
+    with pytest.raises(ValueError, match="max_length must allow at least the 16-byte header"):
+        FrameReader(max_length=HEADER_LENGTH - 1)
+
+
+def test_a_long_stream_in_one_chunk_comes_out_frame_by_frame_in_order() -> None:
+    # Over 64 KiB consumed from one buffer: the reader compacts it on the way.
+    frames = [encode_simple(0x15, 0, n, bytes(100)) for n in range(1, 2001)]
+    reader = FrameReader()
+    reader.feed(b"".join(frames) + frames[0][:10])
+    out = []
+    while (frame := reader.next_frame()) is not None:
+        out.append(frame)
+    assert out == frames
+    assert reader.buffered == 10
+    reader.feed(frames[0][10:])
+    assert reader.next_frame() == frames[0]
+
+
+def test_a_bad_length_right_after_a_good_frame_fails_the_reader() -> None:
+    reader = FrameReader(max_length=1024)
+    good = encode_simple(0x15, 0, 1)
+    reader.feed(good + make_header(2048, 4, 0, 2))
+    assert reader.next_frame() == good
+    assert reader.failed
+    with pytest.raises(FramingError, match=r"command_length 2048 outside 16\.\.1024"):
+        reader.next_frame()
