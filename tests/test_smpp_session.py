@@ -14,10 +14,19 @@ from gateway.smpp import (
     SessionStateMachine,
     UnknownCommand,
 )
-from gateway.smpp.session import TRANSITIONS
+from gateway.smpp import session as session_module
 
 C = Command
 ST = SessionState
+
+
+@pytest.fixture(autouse=True)
+def table_built_now(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every test checks the table as `_build()` makes it now, not the copy
+    made at import: a mutation tool changes the builder after import (see
+    bench/mutation.py), and a table frozen before would hide its mutants."""
+    monkeypatch.setattr(session_module, "TRANSITIONS", session_module._build())
+    monkeypatch.setattr(session_module, "_BY_STATE", session_module._by_state())
 
 
 def machine(role: Role, bind: Command | None = None) -> SessionStateMachine:
@@ -194,4 +203,4 @@ def test_the_table_is_symmetric_between_the_two_ends() -> None:
 
 
 def test_nothing_passes_once_closed() -> None:
-    assert not [key for key in TRANSITIONS if key[0] is ST.CLOSED]
+    assert not [key for key in session_module.TRANSITIONS if key[0] is ST.CLOSED]
