@@ -191,9 +191,14 @@ def run_target(target: Target, sample: int | None, time_limit: float | None,
                 proc.wait()
     codes = _meta(work, target)
     statuses = {name: _STATUS.get(codes.get(name), "suspicious") for name in chosen}
+    error = None
     if finished and proc.returncode != 0 and all(s == "not checked" for s in statuses.values()):
-        raise SystemExit(f"mutmut failed on {target.path}; see {log}:\n"
-                         + log.read_text()[-3000:])
+        # mutmut stops before mutating when the clean tests fail; say which.
+        tail = log.read_text(errors="replace").splitlines()
+        failed = [line for line in tail if line.startswith(("FAILED ", "ERROR "))]
+        error = (failed[0] if failed else (tail[-1] if tail else "no output"))[:300]
+        error = error.replace("|", "/")
+        print(f"  mutmut could not run {target.path}: {error} (see {log})", flush=True)
     survivors = {n: _diff_line(work, n) for n, s in statuses.items() if s == "survived"}
     return {
         "module": target.path,
@@ -206,6 +211,7 @@ def run_target(target: Target, sample: int | None, time_limit: float | None,
         "date": started.strftime("%Y-%m-%d %H:%M UTC"),
         "statuses": statuses,
         "survivors": survivors,
+        "error": error,
     }
 
 
@@ -266,6 +272,8 @@ def render(results: dict[str, Any], equivalent: dict[str, str]) -> str:
         notes = []
         if row["sample"]:
             notes.append(f"sample of {row['run']}")
+        if row.get("error"):
+            notes.append(f"NOT RUN: the clean test run failed: {row['error']}")
         if not row["finished"]:
             notes.append(f"NOT FINISHED: stopped after {row['seconds']} s, "
                          f"{c.get('not checked', 0)} not checked")
