@@ -4,6 +4,7 @@ memory) see each other's changes without a restart, on both backends."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import subprocess
 import sys
@@ -238,3 +239,27 @@ async def test_a_follower_that_hears_no_notification_still_gets_every_change(
     finally:
         await a.close()
         await b.close()
+
+
+async def test_closing_ends_the_follower_even_when_its_cancellation_is_lost(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Given a follower waiting for changes in a call that loses a
+    cancellation (as Python 3.11's wait_for does when its result is ready at
+    that moment; asyncpg's connect uses it), when the service closes, then it
+    closes at once instead of following the feed for ever."""
+    svc = await OptOutService.open(f"sqlite:///{tmp_path}/s.db")
+    store = svc._feed._store
+    real = store.wait_for_changes
+    waiting = asyncio.Event()
+
+    async def loses_a_cancellation(timeout: float) -> None:
+        waiting.set()
+        with contextlib.suppress(asyncio.CancelledError):
+            await real(timeout)
+
+    monkeypatch.setattr(store, "wait_for_changes", loses_a_cancellation)
+    waiting.clear()
+    await asyncio.wait_for(waiting.wait(), 5.0)
+
+    await asyncio.wait_for(svc.close(), 3.0)

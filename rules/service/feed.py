@@ -104,6 +104,10 @@ class ServiceFeed:
         self.connected = True
         """False while the follower cannot read the store."""
         self._task: asyncio.Task[None] | None = None
+        # Set by stop(): the loop ends on it even when the cancellation stop()
+        # also sends is lost (3.11's wait_for, inside asyncpg's connect, drops
+        # a cancel that lands as its result is ready), so close() cannot hang.
+        self._stopping = False
         self.caught_up = asyncio.Event()
         """Set after each successful read of the feed (tests wait on it)."""
 
@@ -127,14 +131,15 @@ class ServiceFeed:
 
     async def stop(self) -> None:
         task, self._task = self._task, None
+        self._stopping = True
         if task is not None:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
 
     async def run(self) -> None:
-        """Follows the feed until cancelled; survives any store outage."""
-        while True:
+        """Follows the feed until stopped; survives any store outage."""
+        while not self._stopping:
             try:
                 await self.follow_once()
                 self.connected = True
