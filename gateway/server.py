@@ -247,13 +247,17 @@ async def housekeeping(
     next_prune = 0.0
     loop = asyncio.get_running_loop()
     while True:
-        if loop.time() >= next_prune:
-            try:
+        try:
+            if loop.time() >= next_prune:
+                next_prune = loop.time() + prune_every
                 await service.prune_inbound_messages(retention_days)
-            except StoreUnavailable as exc:
-                logs.event(log, "prune_failed", logging.WARNING, error=str(exc))
-            next_prune = loop.time() + prune_every
-        await service.refresh_near_misses()
+            await service.refresh_near_misses()
+        except StoreUnavailable as exc:
+            logs.event(log, "housekeeping_failed", logging.WARNING, error=str(exc))
+        except Exception as exc:
+            # A bug here must not end the task: a dead task would make
+            # `Sidecar.stop` re-raise it and skip the drain.
+            logs.event(log, "housekeeping_failed", logging.ERROR, error=type(exc).__name__)
         await asyncio.sleep(refresh_every)
 
 

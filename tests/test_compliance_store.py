@@ -171,6 +171,33 @@ async def test_housekeeping_prunes_the_log_and_refreshes_the_queue(store_url: st
         await service.close()
 
 
+async def test_housekeeping_goes_on_after_a_failing_round() -> None:
+    # given a store that is down for the first round and a bug in the second
+    class Flaky:
+        rounds = 0
+
+        async def prune_inbound_messages(self, days: float) -> int:
+            return 0
+
+        async def refresh_near_misses(self) -> None:
+            Flaky.rounds += 1
+            if Flaky.rounds == 1:
+                raise StoreUnavailable("database is down")
+            if Flaky.rounds == 2:
+                raise RuntimeError("a bug")
+
+    task = asyncio.create_task(
+        housekeeping(Flaky(), 90, first=0, refresh_every=0.001))  # type: ignore[arg-type]
+    try:
+        # then later rounds still run and the task is alive
+        await wait_for(lambda: Flaky.rounds >= 4)
+        assert not task.done()
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
 class Clock:
     def __init__(self, now: float) -> None:
         self.now = now
