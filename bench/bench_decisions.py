@@ -14,6 +14,19 @@ not polluted by the previous size:
   ``in_scope`` -> ``to_key`` -> ``addresses_of``.
 
 Usage: ``python bench/bench_decisions.py [--sizes 0,1000000,10000000] [--sqlite]``
+
+``--workers W`` measures the shared on-disk snapshot instead
+(`rules.snapshot`), for each size: a real SQLite store whose snapshot holds
+that many pairs (the table itself stays nearly empty: a start-up with a
+valid snapshot never reads it), then W processes that each open the real
+service on it at once, as W workers do (`OptOutService.open`: lock, map,
+checksum every page, addresses, feed), and answer look-ups from it. It
+reports the slowest start-up and the memory the index costs the whole host:
+the sum over the W processes of their PSS growth (/proc/PID/smaps_rollup,
+read while all of them are mapped, so each shared page is counted once in
+total), per pair; and the private part (USS) per process. ``--markdown``
+prints that table for the README; ``--readme FILE`` writes it between the
+``bench_snapshot`` markers of FILE.
 """
 
 from __future__ import annotations
@@ -201,6 +214,175 @@ def measure(size: int, pairs_file: Path, with_sqlite: bool) -> dict[str, float]:
     return result
 
 
+# --- the shared snapshot (--workers) ----------------------------------------------
+
+START_MARK = "<!-- bench_snapshot:start -->"
+END_MARK = "<!-- bench_snapshot:end -->"
+
+
+def smaps_rollup(pid: int | str = "self") -> dict[str, int]:
+    """/proc/PID/smaps_rollup in bytes (Pss, Private_Clean, ...)."""
+    out: dict[str, int] = {}
+    with open(f"/proc/{pid}/smaps_rollup") as f:
+        for line in f:
+            parts = line.split()
+            if len(parts) == 3 and parts[2] == "kB":
+                out[parts[0].rstrip(":")] = int(parts[1]) * 1024
+    return out
+
+
+def make_snapshot_store(size: int, workdir: Path) -> str:
+    """A real store with one address and one opt-out (a change to anchor the
+    snapshot to), and a snapshot of `size` pairs at that change."""
+    import asyncio
+
+    from rules import snapshot
+    from rules.index import build_filter
+    from rules.model import Source
+    from rules.service import OptOutService
+    from rules.store import Change
+
+    db = workdir / "snapshot.db"
+    url = f"sqlite:///{db}"
+
+    async def fill() -> None:
+        service = await OptOutService.open(url, snapshot=False, follow=False)
+        await service.create_address("+18005550100", "bench")
+        await service.unsubscribe("+14155550123", "+18005550100", source=Source.API)
+        await service.close()
+
+    asyncio.run(fill())
+    con = sqlite3.connect(db)
+    cid, kind, payload, data = con.execute(
+        "SELECT id, kind, payload, data FROM changes ORDER BY id DESC LIMIT 1").fetchone()
+    con.close()
+    fp = snapshot.fingerprint(Change(cid, kind, json.loads(payload), data))
+    pairs = make_pairs(size) if size else np.zeros(0, dtype=np.int64)
+    bits, m = build_filter(pairs, int(pairs.size))
+    snapshot.write_snapshot(f"{db}.index", pairs, bits, m, cid, fp)
+    return url
+
+
+def snapshot_child(url: str) -> None:
+    """One worker: open the service on the snapshot, answer look-ups, report,
+    then hold the mapping until the parent has read everyone's memory."""
+    import asyncio
+
+    from rules.service import OptOutService
+
+    async def run() -> None:
+        gc.collect()
+        before = smaps_rollup()
+        started = time.perf_counter()
+        service = await OptOutService.open(url, follow=False)
+        startup = time.perf_counter() - started
+        index = service._index
+        assert index.shared, "the snapshot was not used"
+        loop = asyncio.get_running_loop()
+        print(json.dumps({"startup_s": startup, "pss_before": before["Pss"],
+                          "uss_before": before["Private_Clean"] + before["Private_Dirty"]}),
+              flush=True)
+        # The parent reads every worker's memory now, before the look-up
+        # probes below allocate anything.
+        await loop.run_in_executor(None, sys.stdin.readline)
+        rng = np.random.default_rng(os.getpid())
+        probes = [int(k) for k in nanp_keys(rng, PROBES)]
+        base = index._base
+        step = max(1, base.size // PROBES)
+        hits = [int(v) >> ADDRESS_BITS for v in base[::step][:PROBES]]
+        result = {
+            "lookups_per_s": max(time_lookups(index, probes) for _ in range(3)),
+            "hit_lookups_per_s": max(time_lookups(index, hits) for _ in range(3)) if hits else 0,
+        }
+        print(json.dumps(result), flush=True)
+        await loop.run_in_executor(None, sys.stdin.readline)
+        await service.close()
+
+    asyncio.run(run())
+
+
+def measure_snapshot(size: int, worker_counts: list[int]) -> list[dict[str, float]]:
+    """One store with a snapshot of `size` pairs, opened by each number of
+    workers in turn."""
+    workdir = Path(tempfile.mkdtemp(prefix="bench_snapshot_"))
+    try:
+        url = make_snapshot_store(size, workdir)
+        file_bytes = os.path.getsize(workdir / "snapshot.db.index")
+        return [dict(_open_with_workers(url, size, workers),
+                     file_bytes_per_pair=file_bytes / size if size else 0.0)
+                for workers in worker_counts]
+    finally:
+        for leftover in workdir.iterdir():
+            leftover.unlink()
+        workdir.rmdir()
+
+
+def _open_with_workers(url: str, size: int, workers: int) -> dict[str, float]:
+    children = [
+        subprocess.Popen([sys.executable, __file__, "--snapshot-child", url],
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        for _ in range(workers)
+    ]
+    reports = []
+    for child in children:
+        assert child.stdout is not None
+        reports.append(json.loads(child.stdout.readline()))
+    # Everyone is mapped now: PSS splits each shared page among them.
+    now = [smaps_rollup(child.pid) for child in children]
+
+    def tell_all() -> None:
+        for child in children:
+            assert child.stdin is not None
+            child.stdin.write("\n")
+            child.stdin.flush()
+
+    tell_all()  # go: look-ups
+    for child, report in zip(children, reports, strict=True):
+        assert child.stdout is not None
+        report.update(json.loads(child.stdout.readline()))
+    tell_all()  # done
+    for child in children:
+        child.wait(60)
+    pss_grown = sum(n["Pss"] - r["pss_before"] for n, r in zip(now, reports, strict=True))
+    uss_grown = max(n["Private_Clean"] + n["Private_Dirty"] - r["uss_before"]
+                    for n, r in zip(now, reports, strict=True))
+    return {
+        "pairs": size,
+        "workers": workers,
+        "startup_s": max(r["startup_s"] for r in reports),
+        "host_pss_bytes_per_pair": pss_grown / size if size else 0.0,
+        "uss_bytes_per_pair_per_worker": uss_grown / size if size else 0.0,
+        "lookups_per_s": min(r["lookups_per_s"] for r in reports),
+        "hit_lookups_per_s": min(r["hit_lookups_per_s"] for r in reports),
+    }
+
+
+def snapshot_markdown(results: list[dict[str, float]]) -> str:
+    lines = [
+        "| pairs | workers | start-up, slowest worker | host memory (PSS) per pair "
+        "| private per pair per worker | file per pair | look-ups/s per worker (random / hits) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        lines.append(
+            f"| {r['pairs']:,.0f} | {r['workers']:.0f} | {r['startup_s']:.2f} s "
+            f"| **{r['host_pss_bytes_per_pair']:.1f} B** "
+            f"| {r['uss_bytes_per_pair_per_worker']:.2f} B "
+            f"| {r['file_bytes_per_pair']:.1f} B "
+            f"| {r['lookups_per_s'] / 1e6:.2f} M / {r['hit_lookups_per_s'] / 1e6:.2f} M |")
+    lines.append("")
+    lines.append(f"(`python bench/bench_decisions.py --workers ...`, "
+                 f"{time.strftime('%Y-%m-%d')}, python {sys.version.split()[0]}, "
+                 f"numpy {np.__version__}, {os.cpu_count()} CPUs)")
+    return "\n".join(lines)
+
+
+def replace_marked(path: Path, table: str) -> None:
+    text = path.read_text()
+    start, end = text.index(START_MARK), text.index(END_MARK)
+    path.write_text(text[: start + len(START_MARK)] + "\n" + table + "\n" + text[end:])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", default="0,1000000,10000000", help="comma-separated pair counts")
@@ -208,7 +390,29 @@ def main() -> None:
     parser.add_argument("--one", type=int, help=argparse.SUPPRESS)  # child mode
     parser.add_argument("--pairs-file", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--json", action="store_true", help="print JSON lines only")
+    parser.add_argument("--workers", default=None,
+                        help="comma-separated worker counts: measure the shared snapshot")
+    parser.add_argument("--markdown", action="store_true", help="(--workers) print the table")
+    parser.add_argument("--readme", type=Path, help="(--workers) write the table into FILE")
+    parser.add_argument("--snapshot-child", help=argparse.SUPPRESS)  # child mode
     args = parser.parse_args()
+
+    if args.snapshot_child is not None:
+        snapshot_child(args.snapshot_child)
+        return
+    if args.workers is not None:
+        results = []
+        counts = [int(w) for w in args.workers.split(",")]
+        for size in (int(s) for s in args.sizes.split(",") if s.strip()):
+            for result in measure_snapshot(size, counts):
+                results.append(result)
+                print(json.dumps(result), flush=True)
+        table = snapshot_markdown(results)
+        if args.markdown or args.readme is None:
+            print(table)
+        if args.readme is not None:
+            replace_marked(args.readme, table)
+        return
 
     if args.one is not None:
         print(json.dumps(measure(args.one, args.pairs_file, args.sqlite)))

@@ -45,6 +45,13 @@ merge of 2,000 changes (s)       0.001       0.004        0.049
 At 10M the 40 MB filter no longer fits a cache, so a miss costs one memory
 access; real traffic repeats destinations and does better.
 
+**Mapped** (`from_snapshot`): the base and the filter can instead be
+read-only views of a snapshot file (`rules.snapshot`) that every worker
+process maps, so the host holds one copy. Such an index never merges into
+private memory: changes stay in the overlay (numbers added since have no
+filter bit, so a miss then also asks the overlay, `_loose`) until the
+service writes the next snapshot and moves onto it (`rebased`).
+
 Limits: address ids are below 2**15 and number keys below 2**48 (every
 in-scope key from `rules.numbers.to_key` is below 2**35). `add` refuses
 anything else; `addresses_of` answers ``()`` for keys that cannot be stored.
@@ -142,16 +149,22 @@ class UnsubscribedIndex:
         "_bits",
         "_count",
         "_filter_capacity",
+        "_loose",
         "_m",
         "_merge_at",
         "_over",
         "_searchsorted",
+        "_shared",
         "_view",
     )
+
+    _bits: bytearray | memoryview | bytes  # memoryview: a mapped, read-only snapshot
 
     def __init__(self) -> None:
         self._over: dict[int, tuple[int, ...]] = {}
         self._count = 0
+        self._shared = False
+        self._loose = False
         self._install_base(_empty())
         self._rebuild_filter()
 
@@ -173,6 +186,57 @@ class UnsubscribedIndex:
         index._install_base(base)
         index._rebuild_filter()
         return index
+
+    @classmethod
+    def from_snapshot(cls, packed: Packed, bits: memoryview | bytes | bytearray, m: int,
+                      over: dict[int, tuple[int, ...]] | None = None) -> UnsubscribedIndex:
+        """An index over a mapped snapshot (`rules.snapshot`): `packed` (sorted,
+        unique) and the filter `bits` with modulus `m` are read-only and shared
+        with every process mapping the same file; `over` holds the pairs of
+        the numbers changed since (their complete current address tuples).
+        Such an index never merges into private memory: the service writes a
+        new snapshot when the changes grow (`delta_size`)."""
+        index = cls()  # not cls.__new__: mypyc-compiled classes need __init__
+        index._shared = True
+        index._bits = bits
+        index._m = m
+        index._filter_capacity = max(_MIN_FILTER_CAPACITY, (m - 1) // FILTER_BITS_PER_KEY)
+        index._count = int(packed.size)
+        index._install_base(packed)
+        index._merge_at = 1 << 62  # never: see above
+        index._over = {}
+        index._loose = False
+        index._count = int(packed.size)
+        for key, current in (over or {}).items():
+            before = index._base_lookup(key)
+            if current != before:
+                index._over[key] = current
+                index._count += len(current) - len(before)
+                if current and not index._has_bit(key):
+                    index._loose = True
+        return index
+
+    def rebased(self, packed: Packed, bits: memoryview | bytes | bytearray,
+                m: int) -> UnsubscribedIndex:
+        """This index's current content over a newer snapshot of it: valid
+        when every number changed since that snapshot was written is in this
+        index's overlay (true for a snapshot-based index whose snapshot is
+        older than the new one, both taken from the same feed)."""
+        return UnsubscribedIndex.from_snapshot(packed, bits, m, self._over)
+
+    @property
+    def shared(self) -> bool:
+        """Whether the big arrays are a mapped snapshot (`from_snapshot`)."""
+        return self._shared
+
+    @property
+    def delta_size(self) -> int:
+        """Numbers changed since the base array was built or mapped."""
+        return len(self._over)
+
+    def _has_bit(self, key: int) -> bool:
+        h = key % self._m
+        return bool((self._bits[h >> 3] >> (h & 7)) & 1)
 
     @classmethod
     def bulk_load(cls, chunks: Iterable[npt.ArrayLike]) -> UnsubscribedIndex:
@@ -198,28 +262,13 @@ class UnsubscribedIndex:
         self._merge_at = max(_MIN_MERGE_AT, self._count // _MERGE_FRACTION)
 
     def _rebuild_filter(self) -> None:
-        """A fresh filter sized for the current count (drops stale bits).
-
-        Built in chunks straight into the bytearray (through a numpy view),
-        so the temporaries stay a few MB whatever the size: the peak memory
-        of a 10M load stays close to the steady state."""
+        """A fresh filter sized for the current count (drops stale bits)."""
         self._merge()
         capacity = max(_MIN_FILTER_CAPACITY, self._count)
-        m = (FILTER_BITS_PER_KEY * capacity) | 1  # odd modulus: spreads decimal keys
-        bits = bytearray((m + 7) >> 3)
-        view = np.frombuffer(bits, dtype=np.uint8)
-        base = self._base
-        for start in range(0, base.size, _FILTER_CHUNK):
-            h = base[start : start + _FILTER_CHUNK] >> ADDRESS_BITS
-            np.remainder(h, m, out=h)
-            byte = h >> 3
-            np.bitwise_and(h, 7, out=h)
-            np.left_shift(1, h, out=h)
-            np.bitwise_or.at(view, byte, h.astype(np.uint8))
-        del view  # release the export so nothing pins the buffer
-        self._bits = bits
-        self._m = m
+        self._bits, self._m = build_filter(self._base, capacity)
         self._filter_capacity = capacity
+        self._shared = False
+        self._loose = False
 
     # --- queries (the hot path) ---------------------------------------------------
 
@@ -228,6 +277,8 @@ class UnsubscribedIndex:
         common case of a number that never opted out."""
         h = key % self._m
         if not (self._bits[h >> 3] >> (h & 7)) & 1:
+            if self._loose:  # a mapped filter lacks bits of numbers added since
+                return self._over.get(key, ())
             return ()
         current = self._over.get(key)
         if current is not None:
@@ -268,14 +319,16 @@ class UnsubscribedIndex:
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
         """All (key, address id) pairs in key order (merges first)."""
-        self._merge()
-        for value in self._view:
+        if not self._shared:
+            self._merge()
+        for value in self.packed_now().data:
             yield value >> ADDRESS_BITS, value & _ADDRESS_MASK
 
     def to_packed(self) -> Packed:
         """A sorted copy of all pairs, packed (merges first)."""
-        self._merge()
-        return self._base.copy()
+        if not self._shared:
+            self._merge()
+        return self.packed_now().copy()
 
     def count_by_address(self) -> dict[int, int]:
         """How many numbers are unsubscribed at each address id (ids with
@@ -307,7 +360,11 @@ class UnsubscribedIndex:
             return False
         self._over[key] = tuple(sorted((*current, address_id)))
         h = key % self._m
-        self._bits[h >> 3] |= 1 << (h & 7)
+        if self._shared:
+            if not (self._bits[h >> 3] >> (h & 7)) & 1:
+                self._loose = True  # the mapped filter is read-only
+        else:
+            self._bits[h >> 3] |= 1 << (h & 7)  # type: ignore[index]
         self._count += 1
         self._after_change()
         return True
@@ -329,6 +386,8 @@ class UnsubscribedIndex:
         returns how many were dropped. O(N)."""
         if not 0 <= address_id <= MAX_ADDRESS_ID:
             return 0
+        if self._shared:
+            return self._remove_address_over(address_id)
         self._merge()
         base = self._base
         hit = (base & _ADDRESS_MASK) == address_id
@@ -340,9 +399,32 @@ class UnsubscribedIndex:
                 self._rebuild_filter()
         return dropped
 
+    def _remove_address_over(self, address_id: int) -> int:
+        """remove_address on a mapped snapshot: the numbers it held there go
+        to the overlay (the next snapshot drops them for good)."""
+        base = self._base
+        keys = set((base[(base & _ADDRESS_MASK) == address_id] >> ADDRESS_BITS).tolist())
+        keys.update(k for k, addresses in self._over.items() if address_id in addresses)
+        dropped = 0
+        for key in keys:
+            current = self.addresses_of(key)
+            if address_id in current:
+                self._over[key] = tuple(a for a in current if a != address_id)
+                dropped += 1
+        self._count -= dropped
+        return dropped
+
+    def packed_now(self) -> Packed:
+        """All pairs, sorted and packed, without changing the index (the
+        content of the next snapshot); shares the base when nothing changed."""
+        return _merged(self._base, self._over) if self._over else self._base
+
     def compact(self) -> None:
         """Fold pending changes into the sorted array now (normally done
-        automatically once enough have accumulated), e.g. after an import."""
+        automatically once enough have accumulated), e.g. after an import.
+        A mapped snapshot's index waits for its next snapshot instead."""
+        if self._shared:
+            return
         self._merge()
         if self._count > 2 * self._filter_capacity:
             self._rebuild_filter()  # keep the false-positive rate near 3%
@@ -352,30 +434,61 @@ class UnsubscribedIndex:
             self.compact()
 
     def _merge(self) -> None:
-        """Fold the overlay into a new base array."""
+        """Fold the overlay into a new base array (private memory)."""
         over = self._over
         if not over:
             return
-        base = self._base
-        keys = np.fromiter(over.keys(), dtype=np.int64, count=len(over))
-        keys.sort()
-        starts = base.searchsorted(keys << ADDRESS_BITS)
-        ends = base.searchsorted((keys << ADDRESS_BITS) | _ADDRESS_MASK, side="right")
-        lengths = ends - starts
-        total = int(lengths.sum())
-        if total:
-            # Positions of every base pair of a changed number: the overlay
-            # holds the whole truth for those numbers.
-            offsets = np.repeat(starts - (np.cumsum(lengths) - lengths), lengths)
-            base = np.delete(base, offsets + np.arange(total))
-        fresh = np.fromiter(
-            itertools.chain.from_iterable(
-                ((k << ADDRESS_BITS) | a for a in addresses) for k, addresses in over.items()
-            ),
-            dtype=np.int64,
-        )
-        if fresh.size:
-            fresh.sort()
-            base = np.insert(base, base.searchsorted(fresh), fresh)
+        base = _merged(self._base, over)
         over.clear()
+        if self._shared:
+            # Leaving the mapped snapshot: the filter becomes private too.
+            self._shared = False
+            self._install_base(base)
+            self._rebuild_filter()
+            return
         self._install_base(base)
+
+
+def build_filter(base: Packed, capacity: int) -> tuple[bytearray, int]:
+    """The filter bitset of `base` sized for `capacity` numbers, and its
+    modulus. Built in chunks straight into the bytearray (through a numpy
+    view), so the temporaries stay a few MB whatever the size: the peak
+    memory of a 10M load stays close to the steady state."""
+    m = (FILTER_BITS_PER_KEY * max(_MIN_FILTER_CAPACITY, capacity)) | 1  # odd: spreads keys
+    bits = bytearray((m + 7) >> 3)
+    view = np.frombuffer(bits, dtype=np.uint8)
+    for start in range(0, base.size, _FILTER_CHUNK):
+        h = base[start : start + _FILTER_CHUNK] >> ADDRESS_BITS
+        np.remainder(h, m, out=h)
+        byte = h >> 3
+        np.bitwise_and(h, 7, out=h)
+        np.left_shift(1, h, out=h)
+        np.bitwise_or.at(view, byte, h.astype(np.uint8))
+    del view  # release the export so nothing pins the buffer
+    return bits, m
+
+
+def _merged(base: Packed, over: dict[int, tuple[int, ...]]) -> Packed:
+    """`base` with the numbers in `over` replaced by their overlay tuples
+    (a new array; `base` is not changed)."""
+    keys = np.fromiter(over.keys(), dtype=np.int64, count=len(over))
+    keys.sort()
+    starts = base.searchsorted(keys << ADDRESS_BITS)
+    ends = base.searchsorted((keys << ADDRESS_BITS) | _ADDRESS_MASK, side="right")
+    lengths = ends - starts
+    total = int(lengths.sum())
+    if total:
+        # Positions of every base pair of a changed number: the overlay
+        # holds the whole truth for those numbers.
+        offsets = np.repeat(starts - (np.cumsum(lengths) - lengths), lengths)
+        base = np.delete(base, offsets + np.arange(total))
+    fresh = np.fromiter(
+        itertools.chain.from_iterable(
+            ((k << ADDRESS_BITS) | a for a in addresses) for k, addresses in over.items()
+        ),
+        dtype=np.int64,
+    )
+    if fresh.size:
+        fresh.sort()
+        base = np.insert(base, base.searchsorted(fresh), fresh)
+    return base

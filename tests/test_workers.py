@@ -98,6 +98,9 @@ async def test_two_workers_share_binds_opt_outs_and_metrics(
     try:
         pids = worker_pids(sidecar)
         assert len(pids) == 2 and sidecar.pid not in pids
+        # And both map the one index snapshot next to the store (shared pages)
+        for pid in pids:
+            assert str(tmp_path / "optout.db.index") in Path(f"/proc/{pid}/maps").read_text()
         senders = await bind_many(sidecar, SENDERS)
         # Then the binds landed on both workers
         bound_on = {e["pid"] for e in sidecar.events("bound")}

@@ -58,10 +58,12 @@ from collections.abc import Callable
 
 from rules.model import InvalidValue, MatchMode
 from rules.replies import ProgramInfo
+from rules.service import snapshots
 from rules.service.addresses import AddressCommands
 from rules.service.bulk import BulkTransfer
 from rules.service.compliance import ComplianceQueries
 from rules.service.core import _DEFAULT_PROGRAM, MAX_PAGE, ImportReport, Stats
+from rules.service.snapshots import SnapshotKeeper, snapshot_path
 from rules.service.subscribers import SubscriberCommands
 from rules.store import open_store
 
@@ -83,6 +85,7 @@ class OptOutService(AddressCommands, SubscriberCommands, BulkTransfer, Complianc
         busy_timeout_ms: int = 5000,
         clock: Callable[[], float] = time.time,
         follow: bool = True,
+        snapshot: bool = True,
     ) -> OptOutService:
         """Open the store at `url` ("sqlite:///rel/path.db", "sqlite:////abs/path.db",
         "sqlite://:memory:", "postgresql://user:password@host:port/db"), apply
@@ -93,7 +96,9 @@ class OptOutService(AddressCommands, SubscriberCommands, BulkTransfer, Complianc
         holding the file (PostgreSQL: how long any statement may take);
         `clock` (unix seconds) is injectable for tests. `follow` starts the
         task that applies other processes' changes (`rules.service.feed`);
-        a one-shot command (import, export) does without.
+        a one-shot command (import, export) does without. `snapshot`: keep
+        the index on a mapped file next to an SQLite store, shared by every
+        process on it (`rules.service.snapshots`).
         """
         try:
             match_default = MatchMode(mo_match_default)
@@ -102,9 +107,13 @@ class OptOutService(AddressCommands, SubscriberCommands, BulkTransfer, Complianc
                 f"mo_match_default must be 'leading' or 'exact', not {mo_match_default!r}"
             ) from None
         store = await open_store(url, busy_timeout_ms=busy_timeout_ms)
+        path = snapshot_path(store) if snapshot else None
         try:
-            async with store.reading() as tx:
-                state = await cls._load_state(tx)
+            if path is not None:
+                state = await snapshots.load(cls, store, path)
+            else:
+                async with store.reading() as tx:
+                    state = await cls._load_state(tx)
         except BaseException:
             await store.close()
             raise
@@ -121,6 +130,17 @@ class OptOutService(AddressCommands, SubscriberCommands, BulkTransfer, Complianc
             match_default=match_default,
             clock=clock,
         )
+        try:
+            # From a snapshot, memory starts at its position: catch up before
+            # the first decision.
+            await service._feed.follow_once()
+        except BaseException:
+            await store.close()
+            raise
+        if path is not None:
+            service._snapshots = SnapshotKeeper(service, store, path, state.head)
+            if follow:
+                service._snapshots.start()
         if follow:
             service._feed.start()
         await service.refresh_near_misses()

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Final, TypeVar
 
+import numpy as np
+
 from rules import decision, numbers
 from rules.compliance import address_warnings
 from rules.index import UnsubscribedIndex
@@ -38,6 +40,7 @@ from rules.model import (
 )
 from rules.replies import ProgramInfo
 from rules.service.feed import ServiceFeed
+from rules.service.snapshots import SnapshotKeeper
 from rules.store import AddressRow, Store, Tx, UnsubRow
 
 __all__ = ["MAX_PAGE", "ImportReport", "ServiceCore", "Stats"]
@@ -290,6 +293,7 @@ class ServiceCore:
         self._install(state)
         self._feed = ServiceFeed(self, store, state.head)
         store.set_feed(self._feed)
+        self._snapshots: SnapshotKeeper | None = None
         self._listeners: list[Callable[[], object]] = []
         self._tasks: set[asyncio.Task[object]] = set()
         self._open_near_misses = 0
@@ -304,6 +308,8 @@ class ServiceCore:
         """Stops following the feed, waits for in-flight writes, then closes
         the store."""
         await self._feed.stop()
+        if self._snapshots is not None:
+            await self._snapshots.stop()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
         await self._store.close()
@@ -340,17 +346,18 @@ class ServiceCore:
     # --- memory, changed only by the feed (rules.service.feed) ---
 
     @staticmethod
-    async def _load_state(tx: Tx) -> StoreState:
-        """Reads everything memory holds in `tx` (one consistent snapshot)."""
+    async def _load_state(tx: Tx, *, packed: bool = True) -> StoreState:
+        """Reads everything memory holds in `tx` (one consistent snapshot);
+        without `packed`, an empty index (it comes from a mapped snapshot)."""
         rows = await tx.addresses()
         rules = await tx.rules()
-        packed = await tx.packed_values()
+        values = await tx.packed_values() if packed else np.zeros(0, dtype=np.int64)
         head = await tx.feed_head()
         by_id: dict[int, dict[str, frozenset[SmsType]]] = {r.id: {} for r in rows}
         for rule in rules:
             by_id.setdefault(rule.address_id, {})[rule.app_id] = rule.sms_types
         addresses = [_Address(r, MappingProxyType(by_id[r.id])) for r in rows]
-        return StoreState(UnsubscribedIndex.from_sorted_pairs(packed), addresses, head)
+        return StoreState(UnsubscribedIndex.from_sorted_pairs(values), addresses, head)
 
     def _install(self, state: StoreState) -> None:
         """Replaces memory with `state` (start-up, or a reload)."""
