@@ -138,7 +138,7 @@ async def test_start_up_maps_the_snapshot_and_applies_the_feed_since(
     assert index_file.exists() and oct(index_file.stat().st_mode & 0o777) == "0o600"
     # And changes made after it by a process that does not use snapshots
     other = await OptOutService.open(url, snapshot=False, follow=False)
-    await other.resubscribe(number(5), TOLL_FREE, source=Source.API)
+    await other.resubscribe(number(5), TOLL_FREE, source=Source.API, reason="consent given")
     await other.unsubscribe(number(9999), TOLL_FREE, source=Source.API)
     await other.close()
     # When the sidecar starts again
