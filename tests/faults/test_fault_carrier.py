@@ -25,6 +25,7 @@ from tests.faults.harness import (
     sidecar_toml,
     wait_until,
 )
+from tests.waiting import wait_for
 
 WINDOW = 64
 
@@ -54,7 +55,8 @@ async def test_carrier_that_never_answers_gets_each_submit_answered_0x08_with_bo
         # When a sender keeps sending, far past the window, for a few seconds
         pump = Pump(esme, window=8 * WINDOW)
         running = asyncio.create_task(pump.run())
-        await asyncio.sleep(1.5)  # the first timeouts are being answered by now
+        # (memory is measured from when the first timeouts are being answered)
+        await wait_for(lambda: pump.statuses.get(0x08, 0) > 0, timeout=10)
         rss_early = sidecar.rss_kib()
         rss_peak = rss_early
         deadline = time.monotonic() + scaled(4)

@@ -28,6 +28,7 @@ from tests.faults.harness import (
     scaled,
     sidecar_toml,
 )
+from tests.waiting import wait_for
 
 REPLY = {"reply_system_id": "optout", "reply_password": "optoutpw"}
 
@@ -111,7 +112,9 @@ async def test_sigterm_under_load_drains_unbinds_and_exits_0_losing_no_stop(
     storm = StopStorm(carrier, scaled(100_000))  # more than can finish: it runs throughout
     storming = asyncio.create_task(storm.run())
     try:
-        await asyncio.sleep(1.5)
+        # (under load: both senders' windows have turned over and STOPs are acknowledged)
+        await wait_for(lambda: len(storm.acknowledged) >= 20
+                       and all(p.answered >= 64 for p in pumps), timeout=15)
         unbinds_before = carrier.unbinds_received
         # When the sidecar gets SIGTERM under that load
         assert sidecar.proc is not None
