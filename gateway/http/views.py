@@ -17,32 +17,17 @@ from rules.model import (
     Decision,
     InboundAddress,
     InboundMessage,
-    Keywords,
     MoOutcome,
     Record,
-    Replies,
     SmsType,
     Unsubscription,
 )
+from rules.service.core import keywords_json, replies_json, types_list
 
-_ORDER = {t: i for i, t in enumerate(SmsType)}
-
-
-def sms_types(types: Iterable[SmsType]) -> list[str]:
-    return [t.value for t in sorted(set(types), key=_ORDER.__getitem__)]
-
-
-def keywords(k: Keywords) -> dict[str, Any]:
-    return {
-        "opt_out": list(k.opt_out),
-        "opt_in": list(k.opt_in),
-        "help": list(k.help),
-        "match": k.match.value,
-    }
-
-
-def replies(r: Replies) -> dict[str, Any]:
-    return {"opt_out": r.opt_out, "opt_in": r.opt_in, "help": r.help}
+# The same JSON shapes the audit log records (one definition for both).
+sms_types = types_list
+keywords = keywords_json
+replies = replies_json
 
 
 def rule(r: BlockingRule) -> dict[str, Any]:

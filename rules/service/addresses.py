@@ -33,11 +33,11 @@ from rules.service.core import (
     _address_json,
     _app_id,
     _description,
-    _keywords_json,
-    _replies_json,
     _sms_types,
     _source,
-    _types_list,
+    keywords_json,
+    replies_json,
+    types_list,
 )
 from rules.store import (
     ADDRESS_ID_LIMIT,
@@ -227,7 +227,7 @@ class AddressCommands(ServiceCore):
             lambda a: replace(a, row=replace(a.row, keywords=clean)),
             actor=actor,
             action="keywords.update",
-            part=lambda a: _keywords_json(a.row.keywords),
+            part=lambda a: keywords_json(a.row.keywords),
             note=note,
         )
         return new.row.keywords
@@ -265,7 +265,7 @@ class AddressCommands(ServiceCore):
             lambda a: replace(a, row=replace(a.row, replies=settings)),
             actor=actor,
             action="replies.update",
-            part=lambda a: _replies_json(a.row.replies.effective(self._program)),
+            part=lambda a: replies_json(a.row.replies.effective(self._program)),
         )
         return new.row.replies.effective(self._program)
 
@@ -315,8 +315,8 @@ class AddressCommands(ServiceCore):
                     actor,
                     f"rule.{kind}",
                     f"{current.address} {app_id}",
-                    None if before is None else {"sms_types": _types_list(before)},
-                    None if sms_types is None else {"sms_types": _types_list(sms_types)},
+                    None if before is None else {"sms_types": types_list(before)},
+                    None if sms_types is None else {"sms_types": types_list(sms_types)},
                 )
                 tx.add_change(feed.ADDRESS, feed.address_payload(new))
             if sms_types is None:
@@ -361,6 +361,6 @@ class AddressCommands(ServiceCore):
             lambda a: replace(a, row=replace(a.row, default_rule=types)),
             actor=actor,
             action="default_rule.update",
-            part=lambda a: {"sms_types": _types_list(a.row.default_rule)},
+            part=lambda a: {"sms_types": types_list(a.row.default_rule)},
         )
         return new.row.default_rule

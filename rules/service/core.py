@@ -222,12 +222,12 @@ def _logged_address(raw: str) -> str:
         return _storable(raw[:_LOGGED_NUMBER_CHARS])
 
 
-def _types_list(types: Iterable[SmsType]) -> list[str]:
+def types_list(types: Iterable[SmsType]) -> list[str]:
     order = list(SmsType)
     return [t.value for t in sorted(set(types), key=order.index)]
 
 
-def _keywords_json(k: Keywords) -> dict[str, object]:
+def keywords_json(k: Keywords) -> dict[str, object]:
     return {
         "opt_out": list(k.opt_out),
         "opt_in": list(k.opt_in),
@@ -236,7 +236,7 @@ def _keywords_json(k: Keywords) -> dict[str, object]:
     }
 
 
-def _replies_json(r: Replies) -> dict[str, object]:
+def replies_json(r: Replies) -> dict[str, object]:
     return {"opt_out": r.opt_out, "opt_in": r.opt_in, "help": r.help}
 
 
@@ -245,10 +245,10 @@ def _address_json(a: InboundAddress) -> dict[str, object]:
     return {
         "address": a.address,
         "description": a.description,
-        "keywords": _keywords_json(a.keywords),
-        "replies": _replies_json(a.replies),
-        "default_rule": _types_list(a.default_rule),
-        "rules": {r.app_id: _types_list(r.sms_types) for r in a.rules},
+        "keywords": keywords_json(a.keywords),
+        "replies": replies_json(a.replies),
+        "default_rule": types_list(a.default_rule),
+        "rules": {r.app_id: types_list(r.sms_types) for r in a.rules},
         "near_miss_phrases": list(a.near_miss_phrases),
     }
 
