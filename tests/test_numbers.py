@@ -305,6 +305,39 @@ def test_require_in_scope_names_the_country() -> None:
         require_in_scope("nope")
 
 
+@pytest.mark.parametrize(
+    ("raw", "where"),
+    [
+        # A 12-character E.164 number outside +1 is not read as North American.
+        ("+33 1 23 45 67 89", "France (FR)"),
+        # Non-geographic numbers (international freephone, satellite) have no country.
+        ("+800 1234 5678", "no country"),
+        ("+882 345 678 901", "no country"),
+        # The geocoder has no English name for Ascension or Kosovo: the region code stands alone.
+        ("+247 6288 9", "AC"),
+        ("+383 28 012 345", "XK"),
+    ],
+)
+def test_out_of_scope_numbers_name_where_they_are(raw: str, where: str) -> None:
+    # Given a possible number outside the US and Canada
+    number = normalize(raw)
+    # When the API is asked to record it, then the refusal says where it is
+    with pytest.raises(OutOfScope) as caught:
+        require_in_scope(raw)
+    assert str(caught.value) == (
+        f"{number} is in {where}: opt-out handling covers the US and Canada only"
+    )
+
+
+@pytest.mark.parametrize(
+    ("number", "region"),
+    [("+33123456789", "FR"), ("+61212345678", "AU"), ("+14155550100", "US"),
+     ("+16135550100", "CA"), ("+80012345678", "001"), ("898211", None)],
+)
+def test_region_of_a_normalised_number(number: str, region: str | None) -> None:
+    assert numbers.region_of(number) == region
+
+
 # --- masking and keys -----------------------------------------------------------
 
 
@@ -319,6 +352,26 @@ def test_require_in_scope_names_the_country() -> None:
     ],
 )
 def test_mask_hides_the_subscriber(number: str, masked: str) -> None:
+    assert mask(number) == masked
+
+
+@pytest.mark.parametrize(
+    ("number", "masked"),
+    [
+        # The shortest and the longest E.164 numbers keep their shape.
+        ("+6831234", "+683**34"),  # Niue: 4-digit subscriber numbers
+        ("+123456789012345", "+1234*********45"),  # 15 digits, the E.164 maximum
+        # Too long for E.164, or a '+' before anything but digits: only the length.
+        ("+1234567890123456", "<17 chars masked>"),
+        ("+123456", "<7 chars masked>"),  # 6 digits: shorter than any E.164 number
+        ("+1 (415) 555-0100", "<17 chars masked>"),
+        ("+x4155550100", "<12 chars masked>"),
+        ("+", "<1 chars masked>"),
+        # However long the junk, the log line stays short.
+        ("9" * 5000, "<999 chars masked>"),
+    ],
+)
+def test_mask_shows_only_the_length_of_what_is_not_e164(number: str, masked: str) -> None:
     assert mask(number) == masked
 
 
@@ -349,6 +402,28 @@ def test_every_nanp_key_round_trips(nsn: int) -> None:
 def test_every_short_code_key_round_trips(value: int, length: int) -> None:
     code = str(value).zfill(length)[-length:]
     assert from_key(to_key(code)) == code
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        0,
+        -14155550100,
+        10_000_000_000,  # the start of the short-code range: length 0
+        10_004_001_234,  # a 4-digit "short code"
+        10_007_001_234,  # a 7-digit "short code"
+        10_999_999_999,
+    ],
+)
+def test_from_key_refuses_keys_no_number_has(key: int) -> None:
+    # Keys are read back from the store: a corrupt one is an error, not a number.
+    with pytest.raises(ValueError, match=f"^not a number key: {key}$"):
+        from_key(key)
+
+
+def test_from_key_reads_the_edges_of_the_short_code_range() -> None:
+    assert from_key(10_005_000_000) == "00000"
+    assert from_key(10_006_999_999) == "999999"
 
 
 @pytest.mark.parametrize("bad", ["", "+", "+0123", "+10155550100", "1234", "abcde", "+1 415"])

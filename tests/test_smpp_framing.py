@@ -30,6 +30,11 @@ def test_sequence_numbers_start_at_one_count_by_one_and_wrap_to_one() -> None:
     assert [near_end.next() for _ in range(4)] == [MAX_SEQ - 1, MAX_SEQ, 1, 2]
 
 
+def test_a_counter_started_at_the_last_sequence_hands_it_out_then_wraps() -> None:
+    counter = SequenceCounter(MAX_SEQ)
+    assert [counter.next() for _ in range(2)] == [MAX_SEQ, 1]
+
+
 @pytest.mark.parametrize("start", [0, -1, MAX_SEQ + 1])
 def test_a_sequence_outside_the_smpp_range_is_refused(start: int) -> None:
     with pytest.raises(ValueError, match="sequence numbers run from 1 to 0x7FFFFFFF"):
@@ -43,6 +48,15 @@ def test_header_peeks_read_what_make_header_wrote() -> None:
     again = renumbered(raw, 77)
     assert sequence_of(again) == 77 and again[:12] == raw[:12] and again[16:] == b"body"
     assert with_sequence(raw, 78)[12:16] == (78).to_bytes(4, "big")
+
+
+def test_a_bodiless_pdu_of_exactly_16_bytes_can_be_peeked_and_renumbered() -> None:
+    # Given an enquire_link, which is the header alone
+    raw = make_header(16, 0x00000015, 0, 41)
+    # Then every peek reads it, and renumbering keeps it 16 bytes
+    assert parse_header(raw) == (16, 0x15, 0, 41)
+    assert (command_id_of(raw), sequence_of(raw)) == (0x15, 41)
+    assert with_sequence(raw, 42) == make_header(16, 0x00000015, 0, 42)
 
 
 @pytest.mark.parametrize("peek", [command_id_of, sequence_of, parse_header,

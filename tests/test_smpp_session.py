@@ -204,3 +204,79 @@ def test_the_table_is_symmetric_between_the_two_ends() -> None:
 
 def test_nothing_passes_once_closed() -> None:
     assert not [key for key in session_module.TRANSITIONS if key[0] is ST.CLOSED]
+
+
+@pytest.mark.parametrize(
+    ("role", "bind", "verb", "command", "error", "message", "state"),
+    [
+        (Role.SMSC, None, "receive", C.SUBMIT_SM, InvalidBindState,
+         "cannot receive submit_sm as smsc in state open", "open"),
+        (Role.SMSC, C.BIND_TRANSMITTER, "send", C.DELIVER_SM, InvalidBindState,
+         "cannot send deliver_sm as smsc in state bound_tx", "bound_tx"),
+        (Role.ESME, C.BIND_RECEIVER, "send", C.SUBMIT_SM, InvalidBindState,
+         "cannot send submit_sm as esme in state bound_rx", "bound_rx"),
+        (Role.SMSC, C.BIND_TRANSCEIVER, "receive", C.BIND_RECEIVER, AlreadyBound,
+         "cannot receive bind_receiver: already bound", "bound_trx"),
+        (Role.ESME, C.BIND_TRANSMITTER, "send", C.BIND_TRANSCEIVER, AlreadyBound,
+         "cannot send bind_transceiver: already bound", "bound_tx"),
+    ],
+)
+def test_a_refused_pdu_says_what_was_refused_where_and_by_whom(
+    role: Role,
+    bind: Command | None,
+    verb: str,
+    command: Command,
+    error: type[InvalidBindState | AlreadyBound],
+    message: str,
+    state: str,
+) -> None:
+    # Given a session in some state
+    sm = machine(role, bind)
+    # When a PDU that state does not allow is sent or received
+    step = sm.receive if verb == "receive" else sm.send
+    with pytest.raises(error) as caught:
+        step(command)
+    # Then the error names the command, the direction, our role and the state
+    # (what an operator reads in the log), and carries them for the caller
+    assert caught.value.message == message
+    assert caught.value.command_id == command
+    assert caught.value.state == state
+
+
+def test_binding_twice_or_after_unbind_names_the_state() -> None:
+    sm = machine(Role.SMSC, C.BIND_RECEIVER)
+    with pytest.raises(AlreadyBound) as already:
+        sm.bound(C.BIND_TRANSMITTER_RESP)
+    assert already.value.message == "cannot bind in state bound_rx"
+    assert (already.value.command_id, already.value.state) == (C.BIND_TRANSMITTER_RESP, "bound_rx")
+    sm.receive(C.UNBIND)
+    with pytest.raises(InvalidBindState) as invalid:
+        sm.bound(C.BIND_TRANSMITTER)
+    assert invalid.value.message == "cannot bind in state unbound"
+    assert (invalid.value.command_id, invalid.value.state) == (C.BIND_TRANSMITTER, "unbound")
+    with pytest.raises(ValueError, match="^submit_sm is not a bind command$"):
+        SessionStateMachine(Role.SMSC).bound(C.SUBMIT_SM)
+
+
+def test_a_session_has_no_bind_command_until_it_binds() -> None:
+    sm = SessionStateMachine(Role.ESME)
+    assert sm.bind_command is None
+    sm.send(C.BIND_RECEIVER)
+    sm.receive(C.BIND_RECEIVER_RESP)
+    assert sm.bind_command is None  # the resp alone does not bind: bound() does
+    sm.bound(C.BIND_RECEIVER_RESP)
+    assert sm.bind_command is C.BIND_RECEIVER
+
+
+def test_unbound_without_a_pdu_stops_new_requests_but_not_after_close() -> None:
+    # Given a bound transmitter whose unbind exchange finished out of band
+    sm = machine(Role.ESME, C.BIND_TRANSMITTER)
+    sm.send(C.SUBMIT_SM)
+    assert sm.unbound() is ST.UNBOUND
+    # Then the owed response may still arrive, but no new submit may go out
+    assert sm.receive(C.SUBMIT_SM_RESP) is ST.UNBOUND
+    assert not sm.may_send(C.SUBMIT_SM)
+    # And a closed session stays closed
+    sm.close()
+    assert sm.unbound() is ST.CLOSED
+    assert sm.state is ST.CLOSED
