@@ -37,7 +37,7 @@ def test_a_counter_started_at_the_last_sequence_hands_it_out_then_wraps() -> Non
 
 @pytest.mark.parametrize("start", [0, -1, MAX_SEQ + 1])
 def test_a_sequence_outside_the_smpp_range_is_refused(start: int) -> None:
-    with pytest.raises(ValueError, match="sequence numbers run from 1 to 0x7FFFFFFF"):
+    with pytest.raises(ValueError, match="^sequence numbers run from 1 to 0x7FFFFFFF$"):
         SequenceCounter(start)
 
 
@@ -79,7 +79,7 @@ def test_encode_simple_counts_its_body_in_the_length() -> None:
 
 def test_the_reader_needs_room_for_a_header() -> None:
     assert FrameReader(max_length=HEADER_LENGTH).max_length == HEADER_LENGTH
-    with pytest.raises(ValueError, match="max_length must allow at least the 16-byte header"):
+    with pytest.raises(ValueError, match="^max_length must allow at least the 16-byte header$"):
         FrameReader(max_length=HEADER_LENGTH - 1)
 
 
@@ -105,3 +105,34 @@ def test_a_bad_length_right_after_a_good_frame_fails_the_reader() -> None:
     assert reader.failed
     with pytest.raises(FramingError, match=r"command_length 2048 outside 16\.\.1024"):
         reader.next_frame()
+
+
+def test_a_frame_followed_by_the_first_bytes_of_the_next_one_arriving_byte_by_byte() -> None:
+    # Given a frame and then the start of the next one, split as TCP may split it
+    first, second = encode_simple(0x15, 0, 1), encode_simple(0x15, 0, 2)
+    reader = FrameReader()
+    reader.feed(first + second[:2])
+    # When the frame is taken, then the partial header waits for its bytes
+    assert reader.next_frame() == first
+    assert reader.next_frame() is None and reader.buffered == 2
+    for i in range(2, len(second) - 1):
+        reader.feed(second[i:i + 1])
+        assert reader.next_frame() is None
+    reader.feed(second[-1:])
+    assert reader.next_frame() == second
+    assert reader.buffered == 0 and not reader.failed
+
+
+def test_a_bad_length_right_after_the_buffer_is_compacted_fails_the_reader() -> None:
+    # Given two large PDUs (over 64 KiB consumed, so the buffer is compacted
+    # after the second) followed by a header claiming 5 bytes
+    big = [encode_simple(0x04, 0, n, bytes(40_000 - HEADER_LENGTH)) for n in (1, 2)]
+    reader = FrameReader()
+    reader.feed(b"".join(big) + make_header(5, 0x04, 0, 3))
+    # When the good frames are taken, then the bad length fails the reader at once
+    assert reader.next_frame() == big[0]
+    assert reader.next_frame() == big[1]
+    assert reader.failed
+    with pytest.raises(FramingError, match=r"command_length 5 outside 16\.\.65536") as caught:
+        reader.next_frame()
+    assert caught.value.command_status == 0x00000002  # ESME_RINVCMDLEN
