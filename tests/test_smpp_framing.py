@@ -4,6 +4,8 @@ numbers, header peeks, and a reader that stays correct across long streams.
 
 from __future__ import annotations
 
+import tracemalloc
+
 import pytest
 
 from gateway.smpp.errors import FramingError
@@ -37,7 +39,7 @@ def test_a_counter_started_at_the_last_sequence_hands_it_out_then_wraps() -> Non
 
 @pytest.mark.parametrize("start", [0, -1, MAX_SEQ + 1])
 def test_a_sequence_outside_the_smpp_range_is_refused(start: int) -> None:
-    with pytest.raises(ValueError, match="^sequence numbers run from 1 to 0x7FFFFFFF$"):
+    with pytest.raises(ValueError, match=r"^sequence numbers run from 1 to 0x7FFFFFFF$"):
         SequenceCounter(start)
 
 
@@ -79,7 +81,7 @@ def test_encode_simple_counts_its_body_in_the_length() -> None:
 
 def test_the_reader_needs_room_for_a_header() -> None:
     assert FrameReader(max_length=HEADER_LENGTH).max_length == HEADER_LENGTH
-    with pytest.raises(ValueError, match="^max_length must allow at least the 16-byte header$"):
+    with pytest.raises(ValueError, match=r"^max_length must allow at least the 16-byte header$"):
         FrameReader(max_length=HEADER_LENGTH - 1)
 
 
@@ -136,3 +138,27 @@ def test_a_bad_length_right_after_the_buffer_is_compacted_fails_the_reader() -> 
     with pytest.raises(FramingError, match=r"command_length 5 outside 16\.\.65536") as caught:
         reader.next_frame()
     assert caught.value.command_status == 0x00000002  # ESME_RINVCMDLEN
+
+
+def test_a_long_stream_that_never_ends_on_a_frame_boundary_keeps_memory_bounded() -> None:
+    # Given a sender that streams 4 MB of PDUs in chunks that always end mid-frame,
+    # so the buffer is never empty when a frame is taken
+    frame = encode_simple(0x15, 0, 1, bytes(100))
+    stream = frame * 36_000
+    reader = FrameReader()
+    tracemalloc.start()
+    try:
+        taken = 0
+        # Each chunk completes one frame and carries the first 50 bytes of the next.
+        reader.feed(stream[:50])
+        for start in range(50, len(stream), len(frame)):
+            reader.feed(stream[start:start + len(frame)])
+            while reader.next_frame() is not None:
+                taken += 1
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    # Then every frame comes out, and the reader never held much more than
+    # 64 KiB of consumed bytes plus what was still to be framed
+    assert taken == 36_000
+    assert peak < 1_000_000

@@ -254,7 +254,7 @@ def test_binding_twice_or_after_unbind_names_the_state() -> None:
         sm.bound(C.BIND_TRANSMITTER)
     assert invalid.value.message == "cannot bind in state unbound"
     assert (invalid.value.command_id, invalid.value.state) == (C.BIND_TRANSMITTER, "unbound")
-    with pytest.raises(ValueError, match="^submit_sm is not a bind command$"):
+    with pytest.raises(ValueError, match=r"^submit_sm is not a bind command$"):
         SessionStateMachine(Role.SMSC).bound(C.SUBMIT_SM)
 
 
