@@ -23,6 +23,18 @@ from rules.numbers import (
 from tests.strategies import NANP_NSN, hostile_int_text, hostile_text, number_spelling, smpp_address
 
 
+@pytest.fixture(autouse=True)
+def nothing_remembered() -> None:
+    """Every test checks what the functions compute now, not answers memoised
+    by an earlier test: the hot-path caches and the in-scope area-code memo
+    start empty (it also keeps the tests independent of their order, and a
+    mutation tool forks after a first run that would fill them)."""
+    for cached in (numbers._normalize_cached, numbers.from_smpp, numbers.destination,
+                   numbers.region_of, numbers.in_scope, numbers.to_key):
+        cached.cache_clear()
+    numbers._IN_SCOPE_AREA_CODES.clear()
+
+
 @pytest.mark.parametrize(
     ("raw", "expected"),
     [
