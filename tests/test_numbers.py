@@ -61,30 +61,53 @@ def test_normalize_accepts_what_people_type(raw: str, expected: str) -> None:
 @pytest.mark.parametrize(
     ("raw", "why"),
     [
-        ("", "empty"),
-        ("   ", "empty"),
+        ("", "it is empty"),
+        ("   ", "it is empty"),
         ("415-555", "too short"),
-        ("5550100", "too short"),
+        ("5550100", "too short for a North American number (10 digits with the area code)"),
         ("1234", "too short"),
-        ("hello", "letters"),
-        ("1-800-FLOWERS", "letters"),
+        ("hello", "it contains letters"),
+        ("1-800-FLOWERS", "it contains letters"),
         ("+1 415 555 01000", "too long"),
-        ("+999 123 4567", "country code"),
-        ("442079460958", "country code after a '+'"),
-        ("+1 015 555 0100", "area code"),
-        ("+1 415 155 0100", "exchange"),
-        ("415#555#0100", "only digits"),
-        ("+", "no digits"),
-        ("1" * 65, "longer than 64"),
+        ("+1 415 555 010", "too short"),
+        ("+999 123 4567", "unknown country code"),
+        ("442079460958", "numbers outside North America need their country code after a '+'"),
+        ("+1 015 555 0100", "a North American area code cannot start with 0 or 1"),
+        ("+1 415 155 0100", "a North American exchange cannot start with 0 or 1"),
+        ("415#555#0100", "only digits, spaces, '+', '(', ')', '-', '.' and '/' are allowed"),
+        ("+", "it has no digits"),
     ],
 )
 def test_normalize_rejects_with_a_sentence(raw: str, why: str) -> None:
+    # The sentence reaches API clients as the error's message.
     with pytest.raises(InvalidNumber) as caught:
         normalize(raw)
-    message = str(caught.value)
-    assert "is not a phone number" in message
-    assert why in message
+    assert str(caught.value) == f"{raw!r} is not a phone number: {why}"
     assert caught.value.code == "invalid_number"
+
+
+@pytest.mark.parametrize(
+    ("raw", "quoted"),
+    [
+        ("x" * 24, "'" + "x" * 24 + "'"),
+        ("x" * 25, "'" + "x" * 24 + "...'"),
+        ("1" * 65, "'" + "1" * 24 + "...'"),
+    ],
+)
+def test_an_error_quotes_at_most_24_characters_of_the_input(raw: str, quoted: str) -> None:
+    with pytest.raises(InvalidNumber) as caught:
+        normalize(raw)
+    assert str(caught.value).startswith(f"{quoted} is not a phone number: ")
+
+
+def test_the_input_limit_is_64_characters() -> None:
+    # Given a number padded with separators to exactly the limit, it is read
+    padded = "+1 415 555 0100".ljust(63) + "."
+    assert len(padded) == numbers.MAX_INPUT_LENGTH
+    assert normalize(padded) == "+14155550100"
+    # One character more is refused without being parsed
+    with pytest.raises(InvalidNumber, match=r"longer than 64 characters$"):
+        normalize(padded + ".")
 
 
 def test_error_message_for_truncated_number_reads_well() -> None:
@@ -99,7 +122,7 @@ def test_megabytes_of_input_are_rejected_without_parsing() -> None:
 
 
 def test_normalize_refuses_non_strings() -> None:
-    with pytest.raises(InvalidNumber):
+    with pytest.raises(InvalidNumber, match=r"^a phone number must be text, not int$"):
         normalize(4155550100)  # type: ignore[arg-type]
 
 
@@ -160,6 +183,30 @@ def test_smpp_short_codes_and_foreign_numbers(addr: str, ton: int, expected: str
 def test_smpp_addresses_that_are_not_subscribers(addr: str | bytes, ton: int, why: str) -> None:
     with pytest.raises(InvalidNumber, match=why):
         from_smpp(addr, ton, 0)
+
+
+@pytest.mark.parametrize(
+    ("addr", "ton", "message"),
+    [
+        (b"\xff\xfe", 1, "an SMPP address must be ASCII"),
+        ("ACME", 5, "'ACME' is an alphanumeric sender ID (TON 5), not a subscriber number"),
+        ("5550100", 4,
+         "'5550100' is not a phone number: a subscriber number (TON 4) without its area code"),
+        ("442079460958", 2, "'442079460958' is not a phone number: "
+         "not a North American national number (TON 2 expects 10 digits)"),
+        ("9" * 65, 1, "'" + "9" * 24 + "...' is not a phone number: longer than 64 characters"),
+    ],
+)
+def test_a_refused_smpp_address_says_why_in_full(addr: str | bytes, ton: int, message: str) -> None:
+    with pytest.raises(InvalidNumber) as caught:
+        from_smpp(addr, ton, 0)
+    assert str(caught.value) == message
+
+
+def test_an_smpp_address_of_exactly_64_characters_is_read() -> None:
+    padded = "1 415 555 0100".ljust(64, "-")
+    assert from_smpp(padded, 0, 0) == "+14155550100"
+    assert from_smpp(padded.encode(), 1, 1) == "+14155550100"
 
 
 def test_international_ton_means_the_digits_carry_the_country_code() -> None:
