@@ -76,6 +76,10 @@ def test_normalize_accepts_what_people_type(raw: str, expected: str) -> None:
         ("+1 415 155 0100", "a North American exchange cannot start with 0 or 1"),
         ("415#555#0100", "only digits, spaces, '+', '(', ')', '-', '.' and '/' are allowed"),
         ("+", "it has no digits"),
+        # What phonenumbers itself cannot parse after the '+'
+        ("+44 1", "too short"),
+        ("+44 12345678901234567890", "too long"),
+        ("+44", "not a number phonenumbers can read"),
     ],
 )
 def test_normalize_rejects_with_a_sentence(raw: str, why: str) -> None:
