@@ -207,6 +207,32 @@ def test_a_refused_smpp_address_says_why_in_full(addr: str | bytes, ton: int, me
     assert str(caught.value) == message
 
 
+@pytest.mark.parametrize(
+    ("addr", "why"),
+    [
+        ("1415555010", "too short"),  # one digit short of 1 + NANP
+        ("141555501001", "too long"),  # one digit too many
+        ("10155550100", "a North American area code cannot start with 0 or 1"),
+        ("14151550100", "a North American exchange cannot start with 0 or 1"),
+    ],
+)
+def test_an_international_address_that_only_looks_north_american_is_refused(
+    addr: str, why: str
+) -> None:
+    # Given TON 1 digits starting with 1 that are not a possible +1 number,
+    # then neither reading (international, or mislabelled national) accepts them
+    for read in (from_smpp, destination):
+        with pytest.raises(InvalidNumber) as caught:
+            read(addr, 1, 1)
+        assert str(caught.value) == f"{addr!r} is not a phone number: {why}"
+
+
+@pytest.mark.parametrize("addr", ["X14155550100", "4155550100X", "X898211"])
+def test_letters_at_the_edges_of_an_smpp_address_make_it_not_a_number(addr: str) -> None:
+    with pytest.raises(InvalidNumber, match="it contains letters"):
+        from_smpp(addr, 0, 0)
+
+
 def test_an_smpp_address_of_exactly_64_characters_is_read() -> None:
     padded = "1 415 555 0100".ljust(64, "-")
     assert from_smpp(padded, 0, 0) == "+14155550100"
