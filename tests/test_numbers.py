@@ -227,6 +227,50 @@ def test_an_international_address_that_only_looks_north_american_is_refused(
         assert str(caught.value) == f"{addr!r} is not a phone number: {why}"
 
 
+@pytest.mark.parametrize(
+    ("addr", "ton", "expected"),
+    [
+        # 11 digits not starting with 1 are international, labelled so or not
+        ("44207946095", 1, "+44207946095"),
+        ("44207946095", 0, "+44207946095"),
+        ("41445550100", 0, "+41445550100"),  # Zurich, not a mangled +1 number
+        # A '+' says international whatever the TON label
+        ("+442079460958", 2, "+442079460958"),
+        ("+14155550100", 2, "+14155550100"),
+    ],
+)
+def test_the_country_code_is_read_where_the_digits_carry_one(
+    addr: str, ton: int, expected: str
+) -> None:
+    assert from_smpp(addr, ton, 1) == expected
+
+
+@pytest.mark.parametrize(
+    ("addr", "ton", "why"),
+    [
+        ("+898211", 0, "unknown country code"),  # a '+' makes it no short code
+        ("+999123456", 1, "unknown country code"),
+        ("999123456789", 0, "unknown country code"),
+        ("415555010", 1, "too short"),  # 9 digits: not a mislabelled national number either
+        ("5550100", 2, "not a North American national number (TON 2 expects 10 digits)"),
+        ("44207946095", 2, "not a North American national number (TON 2 expects 10 digits)"),
+    ],
+)
+def test_smpp_digits_that_are_no_number_are_refused_with_the_reason(
+    addr: str, ton: int, why: str
+) -> None:
+    with pytest.raises(InvalidNumber) as caught:
+        from_smpp(addr, ton, 1)
+    assert str(caught.value) == f"{addr!r} is not a phone number: {why}"
+
+
+@pytest.mark.parametrize("raw", ["+١ ٤١٥ ٥٥٥ ٠١٠٠",
+                                 "४१५५५५०१००"])
+def test_decimal_digits_of_other_scripts_are_read_as_digits(raw: str) -> None:
+    # Arabic-Indic and Devanagari digits, as a phone keyboard in those locales types them
+    assert normalize(raw) == "+14155550100"
+
+
 @pytest.mark.parametrize("addr", ["X14155550100", "4155550100X", "X898211"])
 def test_letters_at_the_edges_of_an_smpp_address_make_it_not_a_number(addr: str) -> None:
     with pytest.raises(InvalidNumber, match="it contains letters"):
