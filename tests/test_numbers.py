@@ -52,6 +52,9 @@ def nothing_remembered() -> None:
         ("+1 876 555 0100", "+18765550100"),  # Jamaica: valid, just out of scope
         ("12345", "12345"),
         ("898211", "898211"),
+        # An international dialling prefix before the shortest numbers (Niue: 4 digits)
+        ("00 683 1234", "+6831234"),
+        ("011 683 1234", "+6831234"),
     ],
 )
 def test_normalize_accepts_what_people_type(raw: str, expected: str) -> None:
@@ -76,6 +79,10 @@ def test_normalize_accepts_what_people_type(raw: str, expected: str) -> None:
         ("+1 415 155 0100", "a North American exchange cannot start with 0 or 1"),
         ("415#555#0100", "only digits, spaces, '+', '(', ')', '-', '.' and '/' are allowed"),
         ("+", "it has no digits"),
+        ("898-21", "too short"),  # a short code is a bare run of digits
+        ("1 015 555 0100", "a North American area code cannot start with 0 or 1"),
+        ("415 155 0100", "a North American exchange cannot start with 0 or 1"),
+        ("44207946095", "numbers outside North America need their country code after a '+'"),
         # What phonenumbers itself cannot parse after the '+'
         ("+44 1", "too short"),
         ("+44 12345678901234567890", "too long"),
