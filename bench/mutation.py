@@ -113,7 +113,9 @@ def _scratch(target: Target, work_root: Path) -> Path:
         "use_setproctitle": False,
         # Fork isolation (mutmut's default): fast, but a table built at import
         # (session.py's transitions) or a functools cache filled before the
-        # fork is not mutated; such survivors are listed, not excused.
+        # fork is not mutated; such survivors are listed, not excused. Tests
+        # can undo it: tests/test_smpp_session.py rebuilds the tables and
+        # tests/test_numbers.py empties the caches before each test.
         # "forkserver" with warmup "none" fixes that at ~10x the time and
         # turns slow imports into false timeouts.
     }
