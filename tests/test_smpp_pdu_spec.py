@@ -24,6 +24,7 @@ from gateway.smpp import (
     Command,
     CommandStatus,
     DistributionList,
+    FramingError,
     Pdu,
     PduDecodeError,
     PduEncodeError,
@@ -112,12 +113,14 @@ def codec(request: pytest.FixtureRequest) -> ModuleType:
     return pdu_module if request.param == "imported" else fresh_codec()
 
 
-def with_field(codec: ModuleType, command_id: int, name: str, value: bytes) -> bytes:
+def with_field(codec: ModuleType, command_id: int, name: str, value: bytes,
+               **others: Any) -> bytes:
     """The wire bytes of a `command_id` PDU whose C-Octet String `name` is `value`,
     written by hand (the encoder refuses over-long values): every other field
     holds a marker, so the value's place is found and widened."""
     marker = b"\x7f" * 4
-    raw: bytes = codec.encode(codec.make_pdu(command_id, sequence_number=3, **{name: marker}))
+    raw: bytes = codec.encode(codec.make_pdu(command_id, sequence_number=3,
+                                             **{name: marker}, **others))
     assert raw.count(marker + b"\x00") == 1
     body = raw[16:].replace(marker + b"\x00", value + b"\x00")
     return struct.pack(">IIII", 16 + len(body), command_id, 0, 3) + body
@@ -252,7 +255,7 @@ def test_a_one_octet_integer_takes_0_to_255_in_its_own_place(
         assert codec.decode(raw).params[name] == value
     for bad in (256, -1, b"\x01"):
         with pytest.raises(PduEncodeError, match=f"^{re.escape(f'{name}={bad!r}')} does not "
-                                                 "fit 1 octet"):
+                                                 "fit one octet"):
             codec.encode(codec.make_pdu(command_id, **{name: bad}))
 
 
@@ -284,7 +287,7 @@ def test_short_message_takes_up_to_255_octets_and_sm_length_follows_it() -> None
         assert raw[-size - 1] == size  # sm_length is recomputed, not taken from params
         assert decode(raw).params["short_message"] == b"m" * size
     # sm_length comes first on the wire, so it is the field that overflows.
-    with pytest.raises(PduEncodeError, match=r"^sm_length=256 does not fit 1 octet\(s\)"):
+    with pytest.raises(PduEncodeError, match=r"^sm_length=256 does not fit one octet"):
         encode(make_pdu(C.SUBMIT_SM, short_message=b"m" * 256))
     with pytest.raises(PduEncodeError, match=r"^short_message must be at most 255 octets of bytes"):
         encode(make_pdu(C.SUBMIT_SM, short_message=5))
@@ -391,6 +394,12 @@ def test_submit_multi_with_no_destinations_is_still_a_pdu() -> None:
                      "submit_multi: body ends before dest_address", id="SME flag, ton, no npi"),
         pytest.param(["01"], S.ESME_RINVMSGLEN, "dest_address",
                      "submit_multi: body ends before dest_address", id="SME flag only"),
+        pytest.param(["01", "0209"], S.ESME_RINVMSGLEN, "destination_addr",
+                     "submit_multi: destination_addr has no NUL terminator before the end",
+                     id="SME flag, ton, npi, no address"),
+        pytest.param(["02"], S.ESME_RINVMSGLEN, "dl_name",
+                     "submit_multi: dl_name has no NUL terminator before the end",
+                     id="list flag, no name"),
         pytest.param(["01", "0209", b"1" * 21, "00"], S.ESME_RINVDSTADR, "destination_addr",
                      "submit_multi: destination_addr longer than 20 octets",
                      id="SME address too long"),
@@ -425,7 +434,7 @@ def test_the_encoder_refuses_destinations_that_do_not_fit() -> None:
     raw = encode(make_pdu(C.SUBMIT_MULTI, dest_address=many))
     assert decode(raw).get_int("number_of_dests") == 255
     refused = [
-        ([*many, SmeAddress(1, 1, b"1")], r"^number_of_dests=256 does not fit 1 octet\(s\)"),
+        ([*many, SmeAddress(1, 1, b"1")], r"^number_of_dests=256 does not fit one octet"),
         (b"14155550100", "^dest_address must be a list of at most 255 destinations"),
         ([SmeAddress(256, 1, b"1")], "^dest_address ton/npi must fit one octet"),
         ([SmeAddress(-1, 1, b"1")], "^dest_address ton/npi must fit one octet"),
@@ -458,6 +467,7 @@ def test_unsuccessful_destinations_keep_every_field() -> None:
     ("entry", "field"),
     [
         pytest.param(["03"], "unsuccess_sme", id="ton only"),
+        pytest.param(["0306"], "destination_addr", id="ton and npi, no address"),
         pytest.param(["0306", cstr("1")], "error_status_code", id="no error code"),
         pytest.param(["0306", cstr("1"), "000000"], "error_status_code", id="3 of 4 octets"),
     ],
@@ -467,7 +477,9 @@ def test_a_truncated_unsuccess_entry_is_refused(entry: list[bytes | str], field:
         decode(wire(C.SUBMIT_MULTI_RESP, 0, 1, cstr("m1"), "01", *entry))
     assert info.value.command_status == S.ESME_RINVMSGLEN
     assert info.value.field == field
-    assert str(info.value).startswith(f"submit_multi_resp: body ends before {field}")
+    assert str(info.value).startswith(
+        f"submit_multi_resp: body ends before {field}" if field != "destination_addr"
+        else "submit_multi_resp: destination_addr has no NUL terminator before the end")
 
 
 def test_the_encoder_refuses_unsuccess_entries_that_do_not_fit() -> None:
@@ -475,7 +487,7 @@ def test_the_encoder_refuses_unsuccess_entries_that_do_not_fit() -> None:
     assert decode(encode(make_pdu(C.SUBMIT_MULTI_RESP, unsuccess_sme=[one] * 255))).get_int(
         "no_unsuccess") == 255
     refused = [
-        ([one] * 256, r"^no_unsuccess=256 does not fit 1 octet\(s\)"),
+        ([one] * 256, r"^no_unsuccess=256 does not fit one octet"),
         (b"m", "^unsuccess_sme must be a list of at most 255 entries"),
         ([SmeAddress(1, 1, b"1")], r"^not an UnsuccessSme: SmeAddress\(ton=1"),
         ([UnsuccessSme(256, 1, b"1", 0)], "^unsuccess_sme ton/npi must fit one octet"),
@@ -603,12 +615,54 @@ def test_a_response_carries_status_params_and_tlvs() -> None:
 # --- the relay's fast path declines whatever the codec would refuse ----------------------
 
 
-def test_peek_declines_an_over_long_service_type_that_decode_refuses() -> None:
-    raw = with_field(pdu_module, C.SUBMIT_SM, "service_type", b"CMTXYZ")  # 6 octets: one too many
-    assert peek_submit_sm(raw) is None
-    with pytest.raises(PduDecodeError) as info:
-        decode(raw)
-    assert info.value.command_status == S.ESME_RINVSERTYP
-    longest = with_field(pdu_module, C.SUBMIT_SM, "service_type", b"CMTXY")
+PEEKED_STRINGS = [(name, size, status) for c, name, size, status in C_OCTET_FIELDS
+                  if c == C.SUBMIT_SM]
+
+
+@pytest.mark.parametrize(("name", "size", "status"), PEEKED_STRINGS,
+                         ids=[name for name, _, _ in PEEKED_STRINGS])
+def test_peek_reads_a_field_at_its_maximum_and_declines_one_octet_more(
+    name: str, size: int, status: int
+) -> None:
+    """The fast path answers only for what decode accepts; one octet over a
+    field's maximum goes to decode, which refuses it with the field's status."""
+    others: dict[str, Any] = {"service_type": b"CMT", "source_addr": b"14155550100",
+                              "dest_addr_ton": 2, "dest_addr_npi": 9,
+                              "destination_addr": b"14155550199", "short_message": b"hi"}
+    others.pop(name, None)
+    longest = with_field(pdu_module, C.SUBMIT_SM, name, b"7" * (size - 1), **others)
     peek = peek_submit_sm(longest)
-    assert peek is not None and peek.service_type == b"CMTXY"
+    full = decode(longest)
+    assert peek is not None
+    assert peek == (full.params["service_type"], full.params["source_addr"], 2, 9,
+                    full.params["destination_addr"])
+
+    over = with_field(pdu_module, C.SUBMIT_SM, name, b"7" * size, **others)
+    assert peek_submit_sm(over) is None
+    with pytest.raises(PduDecodeError) as info:
+        decode(over)
+    assert info.value.command_status == status
+
+
+# --- the header and missing parameters ------------------------------------------------
+
+
+def test_bytes_that_are_not_one_pdu_are_a_framing_error_saying_why() -> None:
+    with pytest.raises(FramingError, match=r"^PDU shorter than the 16-byte header \(15 bytes\)"):
+        decode(wire(*ENQUIRE)[:15])
+    with pytest.raises(FramingError,
+                       match=r"^command_length 17 does not match the 16 bytes given"):
+        decode(struct.pack(">IIII", 17, C.ENQUIRE_LINK, 0, 1))
+    with pytest.raises(FramingError, match=r"^command_length 16 does not match the 17 bytes"):
+        decode(wire(*ENQUIRE) + b"\x00")
+
+
+def test_missing_mandatory_parameters_go_out_as_zero_and_empty() -> None:
+    zeros = wire(C.SUBMIT_SM, 0, 4, "00", "0000", "00", "0000", "00", "000000", "00", "00",
+                 "00000000", "00")
+    assert encode(Pdu(C.SUBMIT_SM, 0, 4)) == zeros
+    assert decode(zeros) == make_pdu(C.SUBMIT_SM, sequence_number=4)
+    # A list left out is a list of none (it used to be refused as "not a list").
+    assert encode(Pdu(C.SUBMIT_MULTI_RESP, 0, 4, {"message_id": b"m"})) == wire(
+        C.SUBMIT_MULTI_RESP, 0, 4, cstr("m"), "00")
+    assert decode(encode(Pdu(C.SUBMIT_MULTI, 0, 4))).destinations() == []
