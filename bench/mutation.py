@@ -79,7 +79,7 @@ TARGETS: tuple[Target, ...] = (
     Target("gateway/smpp/framing.py", ("tests/test_smpp_framing.py", "tests/test_smpp_codec.py",
                                        "tests/test_relay.py")),
     Target("gateway/smpp/session.py", ("tests/test_smpp_session.py", "tests/test_relay.py")),
-    Target("gateway/smpp/pdu.py", ("tests/test_smpp_codec.py",)),
+    Target("gateway/smpp/pdu.py", ("tests/test_smpp_codec.py", "tests/test_smpp_pdu_spec.py")),
     Target("gateway/enforcement.py", ("tests/test_enforcement_e2e.py",
                                       "tests/test_enforcement_hardening.py")),
     Target("rules/store/sqlite.py", ("tests/test_store.py", "tests/test_service.py")),

@@ -11,7 +11,8 @@ needs to look at and still forward the rest byte for byte.
 Representation of mandatory parameters in :attr:`Pdu.params`, keyed by their
 spec names:
 
-* Integer fields (1, 2 or 4 octets) are ``int``.
+* Integer fields are ``int`` (SMPP 3.4's mandatory integers are all one
+  octet; the 4-octet error_status_code lives inside the unsuccess_sme list).
 * C-Octet Strings are ``bytes`` without the NUL terminator.
 * ``short_message`` is ``bytes``; its ``sm_length`` is kept on decode and
   recomputed from ``short_message`` on encode (likewise ``number_of_dests``
@@ -95,9 +96,7 @@ DEST_FLAG_DISTRIBUTION_LIST = 2
 class Kind(IntEnum):
     """How one mandatory parameter is laid out on the wire."""
 
-    INT1 = 1
-    INT2 = 2
-    INT4 = 4
+    INT1 = 1  # every mandatory integer of SMPP 3.4 section 4 is an Integer(1)
     CSTRING = 10  # NUL-terminated, ``size`` = max octets including the NUL
     OCTETS = 11  # ``length_from`` names the INT1 field holding its length
     DEST_LIST = 12  # submit_multi dest_address, count from number_of_dests
@@ -430,12 +429,6 @@ def _decode_params(raw: bytes, schema: Schema, off: int) -> tuple[dict[str, Para
                 )
             params[f.name] = bytes(raw[off : off + size])
             off += size
-        elif kind is Kind.INT2 or kind is Kind.INT4:
-            width = int(kind)
-            if off + width > n:
-                raise _truncated(schema, f)
-            params[f.name] = int.from_bytes(raw[off : off + width], "big")
-            off += width
         elif kind is Kind.DEST_LIST:
             count = params[f.length_from or ""]
             assert isinstance(count, int)
@@ -515,7 +508,7 @@ def _read_unsuccess(
         ton, npi = raw[off], raw[off + 1]
         addr, off = _read_cstring(raw, off + 2, _ADDR21, schema)
         if off + 4 > n:
-            raise _truncated(schema, Field("error_status_code", Kind.INT4))
+            raise _truncated(schema, Field("error_status_code", Kind.UNSUCCESS_LIST))
         code = _U32.unpack_from(raw, off)[0]
         off += 4
         items.append(UnsuccessSme(ton, npi, addr, code))
@@ -551,8 +544,8 @@ def _decode_tlvs(raw: bytes, off: int) -> list[Tlv]:
 def encode(pdu: Pdu) -> bytes:
     """The wire bytes of ``pdu`` (header included).
 
-    Missing mandatory parameters are written as their zero value (0 or an
-    empty string); count fields (sm_length, number_of_dests, no_unsuccess)
+    Missing mandatory parameters are written as their zero value (0, an
+    empty string or an empty list); count fields (sm_length, number_of_dests, no_unsuccess)
     are computed from what they count. A response whose schema allows an
     empty body and that has neither params nor TLVs is written bodiless.
     Raises :class:`PduEncodeError` for values that do not fit their field.
@@ -590,11 +583,11 @@ def _encode_params(params: dict[str, ParamValue], schema: Schema, parts: list[by
             target = params.get(f.counts, b"")
             value: ParamValue = 0 if isinstance(target, int) else len(target)
         else:
-            value = params.get(f.name, 0 if kind in _INT_KINDS else b"")
-        if kind in _INT_KINDS:
-            if not isinstance(value, int) or not 0 <= value < (1 << (8 * int(kind))):
-                raise PduEncodeError(f"{f.name}={value!r} does not fit {int(kind)} octet(s)")
-            parts.append(value.to_bytes(int(kind), "big"))
+            value = params[f.name] if f.name in params else _zero(kind)
+        if kind is Kind.INT1:
+            if not isinstance(value, int) or not 0 <= value <= 0xFF:
+                raise PduEncodeError(f"{f.name}={value!r} does not fit one octet")
+            parts.append(bytes((value,)))
         elif kind is Kind.CSTRING:
             parts.append(_cstring(f, value))
         elif kind is Kind.OCTETS:
@@ -605,9 +598,6 @@ def _encode_params(params: dict[str, ParamValue], schema: Schema, parts: list[by
             _encode_dests(value, parts)
         else:
             _encode_unsuccess(value, parts)
-
-
-_INT_KINDS = frozenset({Kind.INT1, Kind.INT2, Kind.INT4})
 
 
 def _cstring(f: Field, value: object) -> bytes:
@@ -659,15 +649,16 @@ def default_params(command_id: int) -> dict[str, ParamValue]:
     schema = SCHEMAS.get(command_id)
     if schema is None:
         raise ValueError(f"{command_name(command_id)} has no schema")
-    params: dict[str, ParamValue] = {}
-    for f in schema.fields:
-        if f.kind in _INT_KINDS:
-            params[f.name] = 0
-        elif f.kind in (Kind.DEST_LIST, Kind.UNSUCCESS_LIST):
-            params[f.name] = []
-        else:
-            params[f.name] = b""
-    return params
+    return {f.name: _zero(f.kind) for f in schema.fields}
+
+
+def _zero(kind: Kind) -> ParamValue:
+    """The value of a mandatory parameter left out: 0, no entries or an empty string."""
+    if kind is Kind.INT1:
+        return 0
+    if kind is Kind.DEST_LIST or kind is Kind.UNSUCCESS_LIST:
+        return []
+    return b""
 
 
 def make_pdu(
