@@ -83,8 +83,14 @@ TARGETS: tuple[Target, ...] = (
     Target("gateway/enforcement.py", ("tests/test_enforcer.py", "tests/test_hot_path.py",
                                       "tests/test_enforcement_e2e.py",
                                       "tests/test_enforcement_hardening.py")),
-    Target("rules/store/sqlite.py", ("tests/test_store.py", "tests/test_service.py")),
-    Target("rules/store/base.py", ("tests/test_store.py", "tests/test_service.py")),
+    Target("rules/store/sqlite.py", ("tests/test_store.py", "tests/test_service.py",
+                                   "tests/test_store_queries.py",
+                                   "tests/test_compliance_store.py", "tests/test_outbox.py",
+                                   "tests/test_http_compliance.py")),
+    Target("rules/store/base.py", ("tests/test_store.py", "tests/test_service.py",
+                                   "tests/test_store_queries.py",
+                                   "tests/test_compliance_store.py", "tests/test_outbox.py",
+                                   "tests/test_http_compliance.py")),
 )
 BY_PATH = {t.path: t for t in TARGETS}
 
