@@ -15,6 +15,7 @@ import asyncio
 import logging
 import re
 import socket
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -436,8 +437,9 @@ async def test_submit_multi_forwards_the_allowed_and_reports_the_rest(
     assert merged.unsuccess_smes() == [theirs, *ours]
     assert merged.get_int("no_unsuccess") == 3
     # an error answer without a body, or one we cannot read, goes back as it came
-    bare = multi_resp(0x58)
-    assert verdict.on_response(bare) == bare
+    for status in (0x01, 0x58):
+        bare = multi_resp(status)
+        assert verdict.on_response(bare) == bare
     junk = bare[:12] + b"\x00\x00\x00\x4d" + b"\xff\x01"
     junk = len(junk).to_bytes(4, "big") + junk[4:]
     assert verdict.on_response(junk) == junk
@@ -466,6 +468,17 @@ async def test_a_submit_multi_with_every_destination_refused_is_answered_here(
                                                      SmeAddress(1, 1, b"#31#"))))
     assert resp.command_status == INVALID
     assert [u.error_status_code for u in resp.unsuccess_smes()] == [INVALID, INVALID]
+
+
+async def test_submit_multi_reads_each_destination_with_its_ton(rig: Rig) -> None:
+    # twelve digits are an international number, unless labelled national
+    verdict = rig.submit(rig.sender(), submit_multi(SmeAddress(2, 1, b"441632960000"),
+                                                    SmeAddress(0, 1, b"441632960000")))
+    assert isinstance(verdict, Forward) and verdict.raw is not None
+    assert codec.decode(verdict.raw).destinations() == [SmeAddress(0, 1, b"441632960000")]
+    assert verdict.on_response is not None
+    assert codec.decode(verdict.on_response(multi_resp())).unsuccess_smes() == [
+        UnsuccessSme(2, 1, b"441632960000", INVALID)]
 
 
 async def test_submit_multi_segments_share_the_first_segments_decision(rig: Rig) -> None:
@@ -522,7 +535,7 @@ class Receiver:
 
 
 async def test_receipt_mode_accepts_a_blocked_submit_and_sends_a_rejectd_receipt(
-        receipt_rig: Rig) -> None:
+        receipt_rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
     rig = receipt_rig
     await rig.stop()
     receiver = await Receiver.bind(rig)
@@ -535,7 +548,16 @@ async def test_receipt_mode_accepts_a_blocked_submit_and_sends_a_rejectd_receipt
     message_id = resp.get_bytes("message_id")
     assert re.fullmatch(rb"[0-9a-f]{16}", message_id)
 
-    verdict.after()
+    # the dates are UTC, whatever the host's time zone
+    monkeypatch.setenv("TZ", "Pacific/Kiritimati")  # UTC+14: another day
+    time.tzset()
+    try:
+        stamps = {time.strftime("%y%m%d%H%M", time.gmtime())}
+        verdict.after()
+        stamps.add(time.strftime("%y%m%d%H%M", time.gmtime()))
+    finally:
+        monkeypatch.undo()
+        time.tzset()
     try:
         receipt = await receiver.read()
         assert receipt.command_id == Command.DELIVER_SM
@@ -545,6 +567,8 @@ async def test_receipt_mode_accepts_a_blocked_submit_and_sends_a_rejectd_receipt
         assert (receipt.get_bytes("destination_addr"), receipt.get_int("dest_addr_ton"),
                 receipt.get_int("dest_addr_npi")) == (INBOUND_DIGITS, 1, 1)
         text = receipt.message_bytes()
+        assert re.search(rb"submit date:(\d{10}) done date:\1 ", text)
+        assert text.split(b"date:")[1][:10].decode() in stamps
         assert re.fullmatch(
             rb"id:" + message_id + rb" sub:001 dlvrd:000 submit date:\d{10} "
             rb"done date:\d{10} stat:REJECTD err:045 text:", text), text
@@ -581,6 +605,15 @@ async def test_receipt_mode_shapes_its_ids_like_the_carriers(receipt_rig: Rig) -
     assert allowed.on_response(empty) == empty
     assert re.fullmatch(rb"\d{12}", answered(rig.submit(session, submit_sm()))
                         .get_bytes("message_id"))
+    # the id ends at its NUL, whatever TLVs follow; one character is an id too
+    with_tlv = codec.encode(codec.response_for(submit_sm(), 0, message_id=b"abcdef",
+                                               tlvs=[Tlv(0x001D, b"x\x00y\x00")]))
+    allowed.on_response(with_tlv)
+    assert re.fullmatch(rb"[0-9a-f]{6}", answered(rig.submit(session, submit_sm()))
+                        .get_bytes("message_id"))
+    allowed.on_response(codec.encode(codec.response_for(submit_sm(), 0, message_id=b"7")))
+    assert re.fullmatch(rb"\d", answered(rig.submit(session, submit_sm()))
+                        .get_bytes("message_id"))
 
 
 def test_message_ids_follow_the_carriers_style() -> None:
@@ -594,6 +627,8 @@ def test_message_ids_follow_the_carriers_style() -> None:
     new = ids.new()
     assert re.fullmatch(r"[0-9A-F]{7}", new) and new == new.upper()
     ids.learn("msg-17")  # no style we know: keep the last one
+    ids.learn("abX1")  # neither case of hex
+    ids.learn("ABX1")
     ids.learn("")
     ids.learn("1" * 65)  # longer than any SMPP message_id
     assert re.fullmatch(r"[0-9A-F]{7}", ids.new())

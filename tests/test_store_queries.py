@@ -19,13 +19,15 @@ from rules.mo import REASON_REPEATED_OPT_OUT
 from rules.model import (
     ALL_SMS_TYPES,
     Action,
+    Keywords,
+    MatchMode,
     Review,
     ReviewDecision,
     SmsType,
     Source,
     Status,
 )
-from rules.replies import ReplySettings
+from rules.replies import ReplyMode, ReplySetting, ReplySettings
 from rules.store import InboundFilter, RecordFilter, Store, UnsubRow, open_store, pack
 from rules.store.base import AddressRow, RuleRow
 
@@ -177,6 +179,23 @@ async def test_rules_are_listed_updated_and_deleted_per_app(store: Store) -> Non
         assert not await tx.delete_rule(1, "app-b")
         assert await tx.address(1) == address(1, LINE)
         assert await tx.address(2) is None
+
+
+async def test_an_address_reads_back_as_written_and_as_updated(store: Store) -> None:
+    written = AddressRow(
+        7, LINE, "toll-free", Keywords(("QUIT", "END"), ("UNSTOP",), ("INFO",), MatchMode.EXACT),
+        ReplySettings(opt_out=ReplySetting(ReplyMode.CUSTOM, "Bye from Acme"),
+                      help=ReplySetting(ReplyMode.OFF)),
+        frozenset({SmsType.MARKETING, SmsType.VERIFICATION}), T0 + 0.5, ("stahp", "no more"))
+    updated = AddressRow(
+        7, LINE, "renamed", Keywords(("CANCEL",), ("YES",), ("AIDE", "HELP")),
+        ReplySettings(opt_in=ReplySetting(ReplyMode.OFF)), frozenset(), T0 + 0.5, ())
+    async with store.transaction() as tx:
+        await tx.insert_address(written)
+        assert await tx.address(7) == written
+        await tx.update_address(updated)
+    async with store.reading() as tx:
+        assert await tx.addresses() == [updated]
 
 
 # --- the inbound message log ----------------------------------------------------------------
