@@ -257,9 +257,15 @@ async def test_a_destination_that_is_not_a_number_gets_0x0b(
     assert rig.sample("optout_submit_invalid_destination_total", app_id=APP) == 1
     await counted()
     assert rig.submits("allowed") == rig.submits("blocked") == 0  # not decided at all
-    (event,) = events(caplog, "submit_invalid_destination")
-    assert event["system_id"] == "acme" and event["app_id"] == APP
-    assert "1415555O123" not in event["why"] and event["why"]  # the reason, not the address
+    # one DEBUG line with the reason only: the address may be a phone number
+    resp = answered(rig.submit(session, submit_sm(dest=b"415: 555 0123")))
+    assert resp.command_status == INVALID
+    assert [(r.levelno, r.fields) for r in caplog.records  # type: ignore[attr-defined]
+            if r.getMessage() == "submit_invalid_destination"] == [
+        (logging.DEBUG, {"system_id": "acme", "app_id": APP, "why": "it contains letters"}),
+        (logging.DEBUG, {"system_id": "acme", "app_id": APP,
+                         "why": "only digits, spaces, '+', '(', ')', '-', '.' and '/' are "
+                                "allowed"})]
 
 
 async def test_a_number_outside_us_canada_passes_and_is_counted_out_of_scope(rig: Rig) -> None:
@@ -287,13 +293,34 @@ async def test_a_data_sm_and_a_submit_with_tlvs_are_decided_like_a_plain_one(rig
         Command.DATA_SM_RESP, BLOCKED, 5)
     with_tlv = submit_sm(tlvs=[Tlv(0x0204, b"\x00\x01")])  # user_message_reference
     assert answered(rig.submit(session, with_tlv)).command_status == BLOCKED
+    # a text that merely starts like a concatenation UDH, without UDHI, is no segment
+    looks_like_udh = b"\x05\x00\x03\x7f\x02\x01 sale"
+    assert answered(rig.submit(session, submit_sm(short_message=looks_like_udh,
+                                                  tlvs=[Tlv(0x0204, b"\x00\x01")]))) \
+        .command_status == BLOCKED
     assert rig.submit(session, submit_sm(dest=BOB_DIGITS, tlvs=[Tlv(0x0204, b"\x00\x01")])) \
         == Forward(None, None)
     invalid = rig.submit(session, submit_sm(dest=b"#31#", tlvs=[Tlv(0x0204, b"\x00\x01")]))
     assert answered(invalid).command_status == INVALID
     assert rig.sample("optout_submit_invalid_destination_total", app_id=APP) == 1
     await counted()
-    assert rig.submits("blocked") == 2 and rig.submits("allowed") == 1
+    assert rig.submits("blocked") == 3 and rig.submits("allowed") == 1
+
+
+async def test_the_apps_own_rule_decides_a_fully_decoded_submit(rig: Rig) -> None:
+    # given an app whose rule at this address blocks notifications only
+    await rig.stop()
+    await rig.service.create_rule(INBOUND, APP, [SmsType.NOTIFICATION])
+    session = rig.sender()
+    tlv = [Tlv(0x0204, b"\x00\x01")]
+    # then its marketing goes through and its notifications do not, as plain or
+    # with TLVs, as one message or as a segment
+    assert rig.submit(session, submit_sm(tlvs=tlv)) == Forward(None, None)
+    assert rig.submit(session, part(1, tlvs=tlv)) == Forward(None, None)
+    assert rig.submit(session, submit_sm()) == Forward(None, None)
+    for pdu in (submit_sm(service_type=b"NTF", tlvs=tlv), part(1, ref=9, service_type=b"NTF"),
+                submit_sm(service_type=b"NTF")):
+        assert answered(rig.submit(session, pdu)).command_status == BLOCKED
 
 
 async def test_an_undecodable_submit_is_refused_with_the_codecs_status(rig: Rig) -> None:
@@ -634,6 +661,8 @@ def test_message_ids_follow_the_carriers_style() -> None:
     assert re.fullmatch(r"[0-9A-F]{7}", ids.new())
     ids.learn("9" * 64)
     assert re.fullmatch(r"\d{64}", ids.new())
+    ids.learn("f" * 40)
+    assert re.fullmatch(r"[0-9a-f]{40}", ids.new())
     assert len({ids.new() for _ in range(20)}) == 20
 
 
