@@ -195,6 +195,9 @@ async def test_a_submit_to_an_opted_out_number_is_refused_with_the_blocked_statu
     (event,) = events(caplog, "submit_blocked")
     assert event == {"system_id": "acme", "app_id": APP, "sms_type": "marketing",
                      "to": "+1415*****23"}
+    # per blocked submit, so DEBUG: a campaign makes many
+    assert [r.levelno for r in caplog.records if r.getMessage() == "submit_blocked"] \
+        == [logging.DEBUG]
 
 
 async def test_the_configured_blocked_status_is_what_senders_get(tmp_path: Path) -> None:
@@ -213,13 +216,15 @@ async def test_the_configured_blocked_status_is_what_senders_get(tmp_path: Path)
 
 async def test_service_type_and_account_default_choose_the_sms_type(rig: Rig) -> None:
     acme, alerts = rig.sender("acme"), rig.sender("alerts")
+    tlv = [Tlv(0x0204, b"\x00\x01")]  # and again on the full decode's path
     for session, service_type in ((acme, b"NTF"), (acme, b""), (acme, b"CMT"),
                                   (alerts, b""), (alerts, b"NTF")):
         assert rig.submit(session, submit_sm(service_type=service_type)).raw is None
+        assert rig.submit(session, submit_sm(service_type=service_type, tlvs=tlv)).raw is None
     await counted()
-    assert rig.submits("allowed", sms_type="notification") == 1
-    assert rig.submits("allowed", sms_type="marketing") == 2  # unmapped: the default
-    assert rig.submits("allowed", app_id="1400000002", sms_type="notification") == 2
+    assert rig.submits("allowed", sms_type="notification") == 2
+    assert rig.submits("allowed", sms_type="marketing") == 4  # unmapped: the default
+    assert rig.submits("allowed", app_id="1400000002", sms_type="notification") == 4
 
 
 async def test_an_unconfigured_sender_is_counted_as_other_and_decided_by_its_system_id(
@@ -236,11 +241,23 @@ async def test_an_unconfigured_sender_is_counted_as_other_and_decided_by_its_sys
             == BLOCKED
         assert answered(rig.submit(guest, submit_sm(dest=b"ACME", dest_addr_ton=5))) \
             .command_status == INVALID
+        # the same with TLVs (the full decode) and in a submit_multi
+        tlv = [Tlv(0x0204, b"\x00\x01")]
+        assert rig.submit(guest, submit_sm(tlvs=tlv)) == Forward(None, None)
+        assert answered(rig.submit(other, submit_sm(tlvs=tlv))).command_status == BLOCKED
+        assert answered(rig.submit(guest, submit_sm(service_type=b"NTF", tlvs=tlv))) \
+            .command_status == BLOCKED
+        assert answered(rig.submit(guest, submit_sm(dest=b"ACME", dest_addr_ton=5, tlvs=tlv))) \
+            .command_status == INVALID
+        assert answered(rig.submit(guest, submit_multi(SmeAddress(5, 0, b"ACME")))) \
+            .command_status == INVALID
         await counted()
-        assert rig.submits("allowed", app_id=OTHER_APP) == 1
-        assert rig.submits("blocked", app_id=OTHER_APP) == 1
-        assert rig.submits("blocked", app_id=OTHER_APP, sms_type="notification") == 1
-        assert rig.sample("optout_submit_invalid_destination_total", app_id=OTHER_APP) == 1
+        assert rig.submits("allowed", app_id=OTHER_APP) == 2
+        assert rig.submits("blocked", app_id=OTHER_APP) == 2
+        assert rig.submits("blocked", app_id=OTHER_APP, sms_type="notification") == 2
+        assert rig.sample("optout_submit_invalid_destination_total", app_id=OTHER_APP) == 3
+        assert rig.metrics.registry.get_sample_value(
+            "optout_submit_invalid_destination_total", {"app_id": "guest"}) is None
         assert rig.sample("optout_submit_total", app_id="guest", sms_type="marketing",
                           decision="allowed") == 0
     finally:
@@ -344,10 +361,11 @@ async def test_the_sms_type_tlv_wins_over_service_type(rig: Rig) -> None:
     rig.submit(session, submit_sm(service_type=b"NTF", tlvs=[Tlv(SMS_TYPE_TLV, b"promo")]))
     rig.submit(session, submit_sm(tlvs=[Tlv(SMS_TYPE_TLV, b"promo")]))
     rig.submit(session, submit_sm(tlvs=[Tlv(SMS_TYPE_TLV, b"caf\xe9")]))
+    rig.submit(session, submit_sm(tlvs=[Tlv(SMS_TYPE_TLV, b"notificationX")]))
     await counted()
     assert rig.submits("allowed", sms_type="notification") == 3
     assert rig.submits("allowed", sms_type="verification") == 1
-    assert rig.submits("allowed", sms_type="marketing") == 2
+    assert rig.submits("allowed", sms_type="marketing") == 3
 
 
 async def test_without_an_sms_type_tlv_configured_the_tag_means_nothing(
