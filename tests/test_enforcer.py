@@ -695,12 +695,12 @@ async def test_reject_mode_learns_nothing_from_responses(rig: Rig) -> None:
 async def test_an_mo_stop_is_committed_before_the_carrier_gets_ok(
         rig: Rig, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG, "optout.enforcement")
-    pdu = mo(ALICE_DIGITS, b"STOP", seq=31, tlvs=[Tlv(0x001E, b"abc123\x00")])
+    pdu = mo(ALICE_DIGITS, b"STOP", seq=31, tlvs=[Tlv(0x001E, b"abc-123-X\x00")])
     assert await rig.deliver(pdu, system_id="carrier-1") == Deliver(forward=True, status=0)
     assert not rig.service.decide(APP, SmsType.MARKETING, ALICE).allowed
     records, _ = await rig.service.list_records(phone_number=ALICE)
     (record,) = records
-    assert record.carrier_ids == "system_id=carrier-1 seq=31 message_id=abc123"
+    assert record.carrier_ids == "system_id=carrier-1 seq=31 message_id=abc-123-X"
     assert record.raw_text == "STOP"
     assert rig.sample("optout_mo_total", inbound_address=INBOUND, action="opt_out") == 1
     (event,) = events(caplog, "mo_handled")
@@ -741,6 +741,7 @@ async def test_receipts_and_mos_we_cannot_read_are_passed_on_untouched(rig: Rig)
         assert await rig.deliver(mo(ALICE_DIGITS, b"STOP", esm_class=esm_class)) \
             == Deliver(forward=True)
     for pdu in (mo(b"ACME", b"STOP", source_addr_ton=5),  # alphanumeric sender
+                mo(ALICE_DIGITS, b"STOP", source_addr_ton=5),  # a sender ID of digits
                 mo(b"", b"STOP"),
                 mo(ALICE_DIGITS, b"STOP", destination_addr=b""),
                 mo(ALICE_DIGITS, b"STOP", destination_addr=b"ACME", dest_addr_ton=5)):
