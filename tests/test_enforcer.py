@@ -736,12 +736,15 @@ async def test_mo_numbers_are_read_with_their_ton(rig: Rig) -> None:
     assert rig.sample("optout_mo_total", inbound_address=INBOUND, action="opt_out") == 1
 
 
-async def test_receipts_and_mos_we_cannot_read_are_passed_on_untouched(rig: Rig) -> None:
+async def test_receipts_and_mos_we_cannot_read_are_passed_on_untouched(
+        rig: Rig, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG, "optout.enforcement")
     for esm_class in (0x04, 0x08):
         assert await rig.deliver(mo(ALICE_DIGITS, b"STOP", esm_class=esm_class)) \
             == Deliver(forward=True)
     for pdu in (mo(b"ACME", b"STOP", source_addr_ton=5),  # alphanumeric sender
                 mo(ALICE_DIGITS, b"STOP", source_addr_ton=5),  # a sender ID of digits
+                mo(ALICE_DIGITS, b"STOP", dest_addr_ton=5),
                 mo(b"", b"STOP"),
                 mo(ALICE_DIGITS, b"STOP", destination_addr=b""),
                 mo(ALICE_DIGITS, b"STOP", destination_addr=b"ACME", dest_addr_ton=5)):
@@ -750,6 +753,10 @@ async def test_receipts_and_mos_we_cannot_read_are_passed_on_untouched(rig: Rig)
     raw = raw[:-5] + b"\xff" + raw[-4:]  # sm_length says 255 octets; four follow
     assert await rig.enforcer.check_deliver("carrier", parse_header(raw), raw) \
         == Deliver(forward=True)
+    # the operator is told why one was passed on unread
+    (record,) = [r for r in caplog.records if r.getMessage() == "deliver_undecodable"]
+    assert record.levelno == logging.WARNING
+    assert "sm_length" in record.fields["error"]  # type: ignore[attr-defined]
     assert rig.service.unsubscribed_count() == 0
     assert rig.metrics.registry.get_sample_value(
         "optout_mo_total", {"inbound_address": INBOUND, "action": "opt_out"}) is None
@@ -804,6 +811,11 @@ async def test_any_failure_handling_an_mo_answers_0x64_and_is_counted(
     assert rig.sample("optout_store_errors_total", operation="handle_mo") == 1
     (event,) = events(caplog, "mo_failed")
     assert event == {"system_id": "carrier-2", "error": "UnicodeEncodeError"}
+    # an ERROR line, and the traceback for whoever debugs it
+    failed = [r for r in caplog.records if r.getMessage().startswith("mo_failed")]
+    assert [(r.getMessage(), r.levelno) for r in failed] == [
+        ("mo_failed", logging.ERROR), ("mo_failed traceback", logging.DEBUG)]
+    assert failed[1].exc_info is not None and failed[1].exc_info[0] is UnicodeEncodeError
     # the next MO is handled as usual
     monkeypatch.undo()
     assert await rig.deliver(mo(ALICE_DIGITS, b"STOP")) == Deliver(forward=True)
