@@ -727,6 +727,19 @@ async def test_mo_text_is_read_in_its_coding_and_after_its_udh(rig: Rig) -> None
     assert not rig.service.decide(APP, SmsType.MARKETING, "+14155550125").allowed
 
 
+@pytest.mark.parametrize(("alphabet", "coded"), [(None, b"STOP \x05"),  # GSM 03.38
+                                                  ("latin-1", b"STOP \xe9")])
+async def test_mo_text_in_the_default_coding_is_read_in_the_configured_alphabet(
+        tmp_path: Path, alphabet: str | None, coded: bytes) -> None:
+    rig = await make_rig(tmp_path, default_alphabet=alphabet)
+    try:
+        assert await rig.deliver(mo(ALICE_DIGITS, coded, data_coding=0)) == Deliver(True)
+        records, _ = await rig.service.list_records(phone_number=ALICE)
+        assert [r.raw_text for r in records] == ["STOP é"]
+    finally:
+        await close_rig(rig)
+
+
 async def test_mo_numbers_are_read_with_their_ton(rig: Rig) -> None:
     # national spellings (TON 2) of the sender and the inbound address
     pdu = mo(b"4155550123", b"STOP", source_addr_ton=2, dest_addr_ton=2,
