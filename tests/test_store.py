@@ -217,6 +217,50 @@ async def test_lock_held_past_busy_timeout_is_store_unavailable(tmp_path: Path) 
         await store.close()
 
 
+async def test_ping_fails_while_another_process_holds_the_write_lock(tmp_path: Path) -> None:
+    # given a store that waits long for locks, and another process holding the lock
+    db = tmp_path / "s.db"
+    store = await Store.open(url_for(db), busy_timeout_ms=60_000)
+    other = sqlite3.connect(db, isolation_level=None)
+    try:
+        assert await store.ping()
+        other.execute("BEGIN IMMEDIATE")
+        # then readiness says no at once (reads alone would still pass) ...
+        assert not await asyncio.wait_for(store.ping(), 10)
+        other.execute("ROLLBACK")
+        # ... and yes again once the lock is free, with writes waiting as long as before
+        assert await store.ping()
+        other.execute("BEGIN IMMEDIATE")
+        assert len(await asyncio.wait_for(store.load_packed(), 10)) == 0  # reads pass
+        commit = asyncio.ensure_future(_insert_one(store))
+        # past the probe's 200 ms the write still waits (it cannot finish while
+        # the lock is held; it would have failed with the probe's timeout)
+        done, _ = await asyncio.wait({commit}, timeout=0.5)
+        assert not done
+        other.execute("ROLLBACK")
+        await asyncio.wait_for(commit, 10)
+    finally:
+        other.close()
+        await store.close()
+
+
+async def _insert_one(store: SqliteStore) -> None:
+    async with store.transaction() as tx:
+        await tx.insert_unsubscription(UnsubRow(pack(1, 1), 1, 1, 1.0, Source.API))
+
+
+async def test_an_import_at_a_time_that_is_not_finite_is_refused(tmp_path: Path) -> None:
+    store = await Store.open(url_for(tmp_path / "s.db"))
+    try:
+        for at in (float("nan"), float("inf")):
+            with pytest.raises(ValueError, match=r"record time must be finite, not (nan|inf)"):
+                async with store.transaction() as tx:
+                    await tx.insert_import_records([("+14155550100", "+18005550199")], at=at,
+                                                   actor=None)
+    finally:
+        await store.close()
+
+
 async def test_unopenable_file_is_store_unavailable(tmp_path: Path) -> None:
     blocker = tmp_path / "not-a-dir"
     blocker.write_text("")

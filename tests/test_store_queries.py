@@ -140,6 +140,8 @@ async def test_unsubscriptions_page_by_number_and_by_time_both_ways(store: Store
 
     assert await page() == [a, b, c, d]
     assert await page(address_id=2) == [b, d]
+    assert await page(address_id=2, after=b.packed) == [d]
+    assert await page(address_id=1, order="oldest", after=a.packed, after_since=a.since) == [c]
     assert await page(after=b.packed) == [c, d]
     assert await page(limit=1) == [a]
     # [lo, hi): a number's rows, not the next number's
