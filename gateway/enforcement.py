@@ -290,15 +290,11 @@ class SmppEnforcer:
         default = account.default_sms_type if account is not None else "marketing"
         return app_id, _SMS_TYPES[default]
 
-    def _decide(self, app_id: str, label: str, sms_type: SmsType,
-                destination: str | None) -> Decision:
+    def _decide(self, app_id: str, label: str, sms_type: SmsType, destination: str) -> Decision:
         """Decide one destination and count it under the metric label `label`
         (the app ID of a configured account, else OTHER_APP)."""
         start = time.perf_counter()
-        if destination is None:
-            decision = Decision(allowed=True, in_scope=False)
-        else:
-            decision = self.service.decide(app_id, sms_type, destination)
+        decision = self.service.decide(app_id, sms_type, destination)
         seconds = time.perf_counter() - start
         if not decision.in_scope:
             child = self._out_of_scope_children.get(label)
@@ -310,7 +306,7 @@ class SmppEnforcer:
         return decision
 
     def _blocked(
-        self, session: ProxySession, pdu: Pdu, destination: str | None, app_id: str,
+        self, session: ProxySession, pdu: Pdu, destination: str, app_id: str,
         sms_type: SmsType,
     ) -> bool:
         label = self._label(session, app_id)

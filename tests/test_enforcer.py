@@ -179,6 +179,7 @@ async def test_a_submit_to_a_subscribed_number_goes_to_the_carrier_as_sent(rig: 
     assert rig.submits("allowed") == 1
     assert rig.submits("blocked") == 0
     assert rig.sample("optout_decision_seconds_count") == 1
+    assert 0 < rig.sample("optout_decision_seconds_sum") < 1  # how long deciding took
 
 
 async def test_a_submit_to_an_opted_out_number_is_refused_with_the_blocked_status(
@@ -780,6 +781,12 @@ async def test_an_mo_to_an_address_we_do_not_serve_is_counted_as_unknown(rig: Ri
     assert await rig.deliver(pdu) == Deliver(forward=True)
     assert rig.sample("optout_mo_total", inbound_address="unknown", action="opt_out") == 1
     assert rig.service.unsubscribed_count() == 0
+
+
+async def test_an_mo_that_reads_like_an_opt_out_is_counted_for_review(rig: Rig) -> None:
+    assert await rig.deliver(mo(ALICE_DIGITS, b"please STOP")) == Deliver(forward=True)
+    assert rig.sample("optout_near_miss_total", inbound_address=INBOUND) == 1
+    assert rig.sample("optout_mo_total", inbound_address=INBOUND, action="none") == 1
 
 
 async def test_forward_mo_off_keeps_mos_from_the_sender(tmp_path: Path) -> None:
