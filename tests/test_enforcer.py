@@ -286,6 +286,18 @@ async def test_a_destination_that_is_not_a_number_gets_0x0b(
                                 "allowed"})]
 
 
+async def test_a_submit_destination_is_read_with_its_ton(rig: Rig) -> None:
+    # twelve digits are an international number, unless labelled national
+    session = rig.sender()
+    tlv = [Tlv(0x0204, b"\x00\x01")]
+    for tlvs in ([], tlv):
+        assert rig.submit(session, submit_sm(dest=b"441632960000", dest_addr_ton=0,
+                                             tlvs=tlvs)) == Forward(None, None)
+        national = rig.submit(session, submit_sm(dest=b"441632960000", dest_addr_ton=2,
+                                                 tlvs=tlvs))
+        assert answered(national).command_status == INVALID
+
+
 async def test_a_number_outside_us_canada_passes_and_is_counted_out_of_scope(rig: Rig) -> None:
     await rig.stop(JAMAICA_DIGITS)  # a STOP from Jamaica changes nothing
     session = rig.sender()
