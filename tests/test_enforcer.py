@@ -193,12 +193,14 @@ async def test_a_submit_to_an_opted_out_number_is_refused_with_the_blocked_statu
     assert codec.encode(resp)[16:] == b""  # an error response has no body
     await counted()
     assert rig.submits("blocked") == 1 and rig.submits("allowed") == 0
-    (event,) = events(caplog, "submit_blocked")
-    assert event == {"system_id": "acme", "app_id": APP, "sms_type": "marketing",
-                     "to": "+1415*****23"}
+    # the same for a submit that needs the full decode
+    with_tlv = answered(rig.submit(session, submit_sm(seq=42, tlvs=[Tlv(0x0204, b"\x00\x01")])))
+    assert (with_tlv.command_status, with_tlv.sequence_number) == (BLOCKED, 42)
+    assert events(caplog, "submit_blocked") == 2 * [
+        {"system_id": "acme", "app_id": APP, "sms_type": "marketing", "to": "+1415*****23"}]
     # per blocked submit, so DEBUG: a campaign makes many
     assert [r.levelno for r in caplog.records if r.getMessage() == "submit_blocked"] \
-        == [logging.DEBUG]
+        == [logging.DEBUG, logging.DEBUG]
 
 
 async def test_the_configured_blocked_status_is_what_senders_get(tmp_path: Path) -> None:
@@ -278,12 +280,16 @@ async def test_a_destination_that_is_not_a_number_gets_0x0b(
     # one DEBUG line with the reason only: the address may be a phone number
     resp = answered(rig.submit(session, submit_sm(dest=b"415: 555 0123")))
     assert resp.command_status == INVALID
+    decoded = submit_sm(dest=b"1415555O123", tlvs=[Tlv(0x0204, b"\x00\x01")])
+    assert answered(rig.submit(session, decoded)).command_status == INVALID
+    letters = {"system_id": "acme", "app_id": APP, "why": "it contains letters"}
     assert [(r.levelno, r.fields) for r in caplog.records  # type: ignore[attr-defined]
             if r.getMessage() == "submit_invalid_destination"] == [
-        (logging.DEBUG, {"system_id": "acme", "app_id": APP, "why": "it contains letters"}),
+        (logging.DEBUG, letters),
         (logging.DEBUG, {"system_id": "acme", "app_id": APP,
                          "why": "only digits, spaces, '+', '(', ')', '-', '.' and '/' are "
-                                "allowed"})]
+                                "allowed"}),
+        (logging.DEBUG, letters)]
 
 
 async def test_a_submit_destination_is_read_with_its_ton(rig: Rig) -> None:
@@ -639,9 +645,13 @@ async def test_receipt_mode_accepts_a_blocked_submit_and_sends_a_rejectd_receipt
 async def test_receipt_mode_without_a_receipt_request_sends_none(receipt_rig: Rig) -> None:
     rig = receipt_rig
     await rig.stop()
-    verdict = rig.submit(rig.sender(), submit_sm(registered_delivery=0x10))
-    assert isinstance(verdict, Answer) and verdict.after is None
-    assert codec.decode(verdict.raw).command_status == 0
+    for tlvs in ([], [Tlv(0x0204, b"\x00\x01")]):
+        verdict = rig.submit(rig.sender(), submit_sm(seq=6, registered_delivery=0x10,
+                                                     tlvs=tlvs))
+        assert isinstance(verdict, Answer) and verdict.after is None
+        resp = codec.decode(verdict.raw)
+        assert (resp.command_status, resp.sequence_number) == (0, 6)
+        assert re.fullmatch(rb"[0-9a-f]{16}", resp.get_bytes("message_id"))
     # asked for, but nobody of the account is bound to receive: nothing to send to
     verdict = rig.submit(rig.sender("alerts"), submit_sm(registered_delivery=2))
     assert isinstance(verdict, Answer) and verdict.after is not None
