@@ -34,6 +34,7 @@ from gateway.smpp.pdu import DistributionList, Pdu, SmeAddress, Tlv, UnsuccessSm
 from metrics import Metrics
 from rules.model import MoOutcome, SmsType, StoreUnavailable
 from rules.service import OptOutService, ProgramInfo
+from tests.stores import execute_raw
 
 INBOUND = "+18005550100"
 INBOUND_DIGITS = b"18005550100"
@@ -809,6 +810,21 @@ async def test_an_mo_that_reads_like_an_opt_out_is_counted_for_review(rig: Rig) 
     assert await rig.deliver(mo(ALICE_DIGITS, b"please STOP")) == Deliver(forward=True)
     assert rig.sample("optout_near_miss_total", inbound_address=INBOUND) == 1
     assert rig.sample("optout_mo_total", inbound_address=INBOUND, action="none") == 1
+
+
+async def test_an_mo_whose_log_row_fails_still_counts_and_is_counted(rig: Rig,
+                                                                      tmp_path: Path) -> None:
+    # given an inbound message log that cannot take rows
+    await execute_raw(f"sqlite:///{tmp_path / 'optout.db'}",
+                      "CREATE TRIGGER broken BEFORE INSERT ON inbound_message "
+                      "BEGIN SELECT RAISE(ABORT, 'disk failure'); END")
+    # when a STOP and a plain message arrive, then the STOP still opts out
+    assert await rig.deliver(mo(ALICE_DIGITS, b"STOP")) == Deliver(forward=True)
+    assert await rig.deliver(mo(BOB_DIGITS, b"hello")) == Deliver(forward=True)
+    assert not rig.service.decide(APP, SmsType.MARKETING, ALICE).allowed
+    # and each lost log row is counted where an SRE looks
+    assert rig.sample("optout_store_errors_total", operation="inbound_log") == 2
+    assert rig.sample("optout_store_errors_total", operation="handle_mo") == 0
 
 
 async def test_forward_mo_off_keeps_mos_from_the_sender(tmp_path: Path) -> None:
