@@ -5,6 +5,7 @@ records, and failures surfacing as StoreUnavailable. Tests taking
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 import sqlite3
 from pathlib import Path
@@ -257,6 +258,74 @@ async def test_an_import_at_a_time_that_is_not_finite_is_refused(tmp_path: Path)
                 async with store.transaction() as tx:
                     await tx.insert_import_records([("+14155550100", "+18005550199")], at=at,
                                                    actor=None)
+    finally:
+        await store.close()
+
+
+async def test_a_connection_lost_under_the_store_is_store_unavailable(tmp_path: Path) -> None:
+    store = await Store.open(url_for(tmp_path / "s.db"))
+    try:
+        # the driver's connection goes away without the store closing it
+        await store._conn.close()
+        with pytest.raises(StoreUnavailable):
+            async with store.reading() as tx:
+                await tx.feed_head()
+        with pytest.raises(StoreUnavailable):
+            async with store.transaction() as tx:
+                tx.add_change("x", {})
+        assert not await store.ping()
+    finally:
+        await store.close()
+
+
+async def test_a_domain_error_inside_a_transaction_passes_through_unchanged(
+        tmp_path: Path) -> None:
+    store = await Store.open(url_for(tmp_path / "s.db"))
+    try:
+        with pytest.raises(InvalidValue, match="bad input"):
+            async with store.transaction() as tx:
+                tx.add_change("x", {})
+                raise InvalidValue("bad input")
+        async with store.reading() as tx:
+            assert await tx.feed_head() == 0  # rolled back
+    finally:
+        await store.close()
+
+
+async def test_a_follower_is_woken_within_the_poll_interval(tmp_path: Path) -> None:
+    store = await Store.open(url_for(tmp_path / "s.db"))
+    try:
+        # no notifications across processes on SQLite: a short poll instead,
+        # never longer than the caller's own timeout
+        await asyncio.wait_for(store.wait_for_changes(3600), 5)
+        await asyncio.wait_for(store.wait_for_changes(0), 5)
+    finally:
+        await store.close()
+
+
+async def test_an_inbound_log_row_that_fails_alone_is_undone_alone(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    db = tmp_path / "s.db"
+    store = await Store.open(url_for(db))
+    await execute_raw(url_for(db), "CREATE TRIGGER broken BEFORE INSERT ON inbound_message "
+                                   "BEGIN SELECT RAISE(ABORT, 'disk failure'); END")
+    try:
+        async with store.transaction() as tx:
+            tx.add_change("opt-out", {"n": 1})
+            logged = await tx.try_insert_inbound_message(
+                (1.0, "+14155550100", "+18005550199", "STOP", "opt_out", "STOP", False))
+            tx.add_change("opt-out", {"n": 2})
+        assert logged is None
+        async with store.reading() as tx:
+            assert await tx.feed_head() == 2  # the rest of the transaction committed
+        (warning,) = [r for r in caplog.records if r.name == "rules.store.sqlite"]
+        assert warning.levelno == logging.WARNING
+        assert warning.getMessage() == "store: inbound message not logged: disk failure"
+        await execute_raw(url_for(db), "DROP TRIGGER broken")
+        async with store.transaction() as tx:
+            logged = await tx.try_insert_inbound_message(
+                (2.0, "+14155550100", "+18005550199", "STOP", "opt_out", "STOP", False))
+            assert logged is not None and await tx.inbound_message(logged) is not None
     finally:
         await store.close()
 
