@@ -278,6 +278,36 @@ async def test_a_connection_lost_under_the_store_is_store_unavailable(tmp_path: 
         await store.close()
 
 
+async def test_a_closed_store_says_so_and_closes_once(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    store = await Store.open(url_for(tmp_path / "s.db"))
+    await store.close()
+    await store.close()
+    with pytest.raises(StoreUnavailable, match=r"^store is closed$"):
+        async with store.transaction():
+            pass
+    assert not await store.ping()
+    assert [r for r in caplog.records if r.name == "rules.store.sqlite"] == []
+
+
+async def test_an_error_while_closing_is_logged_not_raised(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    store = await Store.open(url_for(tmp_path / "s.db"))
+    real_close = store._conn.close
+
+    async def failing_close() -> None:
+        await real_close()
+        raise sqlite3.OperationalError("disk I/O error")
+
+    # the driver fails while closing (a disk error on the last checkpoint)
+    monkeypatch.setattr(store._conn, "close", failing_close)
+    await store.close()
+    (warning,) = [r for r in caplog.records if r.name == "rules.store.sqlite"]
+    assert warning.levelno == logging.WARNING
+    assert warning.getMessage() == "store: error while closing: disk I/O error"
+
+
 async def test_a_domain_error_inside_a_transaction_passes_through_unchanged(
         tmp_path: Path) -> None:
     store = await Store.open(url_for(tmp_path / "s.db"))
@@ -341,7 +371,8 @@ async def test_load_packed_on_every_backend(store_url: str) -> None:
     store = await open_store(store_url)
     values = [pack(k, a) for k in (14155550101, 14155550100, 16045550100, 2**34) for a in (2, 1)]
     try:
-        assert len(await store.load_packed()) == 0
+        empty = await store.load_packed()
+        assert len(empty) == 0 and empty.dtype.name == "int64"  # the index's input type
         async with store.transaction() as tx:
             await tx.insert_unsubscriptions(
                 UnsubRow(p, p & 0x7FFF, p >> 15, 1.0, Source.IMPORT) for p in values
