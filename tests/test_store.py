@@ -487,3 +487,98 @@ async def test_an_existing_world_readable_store_is_tightened(tmp_path: Path) -> 
         assert stat.S_IMODE(path.stat().st_mode) == 0o600
     finally:
         await store.close()
+
+
+async def test_a_left_behind_wal_and_shm_readable_by_others_are_tightened(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    import os
+    import stat
+
+    # given a store whose files were left readable by others (say, restored
+    # from a backup with a loose umask), the WAL and shared memory included
+    path = tmp_path / "optout.db"
+    store = await Store.open(url_for(path))
+    await store.close()
+    wal, shm = Path(f"{path}-wal"), Path(f"{path}-shm")
+    for name in (path, wal, shm):
+        name.touch()
+        os.chmod(name, 0o644)
+    # when the store opens it, then all three are its owner's only, each with a warning
+    store = await Store.open(url_for(path))
+    await store.close()
+    for name in (path, wal, shm):
+        if name.exists():  # SQLite removes the WAL and -shm files on a clean close
+            assert stat.S_IMODE(name.stat().st_mode) == 0o600, name
+    warned = [r.getMessage() for r in caplog.records if r.name == "rules.store.sqlite"]
+    assert warned == [f"store: {name} was readable by others (mode 644); now 600"
+                      for name in (path, wal, shm)]
+
+    # a missing WAL does not stop the -shm check; private files give no warning
+    caplog.clear()
+    for name in (path, shm):
+        name.touch()
+    os.chmod(shm, 0o640)
+    wal.unlink(missing_ok=True)
+    store = await Store.open(url_for(path))
+    try:
+        assert stat.S_IMODE(shm.stat().st_mode) == 0o600
+        warned = [r.getMessage() for r in caplog.records if r.name == "rules.store.sqlite"]
+        assert warned == [f"store: {shm} was readable by others (mode 640); now 600"]
+    finally:
+        await store.close()
+
+
+async def test_a_store_file_replaced_while_open_refuses_to_commit(tmp_path: Path) -> None:
+    path = tmp_path / "optout.db"
+    store = await Store.open(url_for(path))
+    try:
+        async with store.transaction() as tx:
+            tx.add_change("before", {})
+        # someone restores another file over the open one
+        other = tmp_path / "other.db"
+        other.write_bytes(path.read_bytes())
+        other.replace(path)
+        with pytest.raises(StoreUnavailable,
+                           match=r"store file '.*optout\.db' was removed or replaced while open"):
+            async with store.transaction() as tx:
+                tx.add_change("lost", {})
+        assert not await store.ping()
+    finally:
+        await store.close()
+
+
+async def test_old_changes_are_pruned_only_when_ids_cross_a_multiple_of_256(
+        tmp_path: Path) -> None:
+    import time
+
+    from rules.store.base import FEED_KEEP, PRUNE_EVERY
+
+    path = tmp_path / "optout.db"
+    store = await Store.open(url_for(path))
+    try:
+        # given a long feed: every change old except id 5, the head at 10400
+        old, now = 1.0, time.time()
+        with sqlite3.connect(path, isolation_level=None) as conn:
+            conn.executemany("INSERT INTO changes (id, at, kind, payload) VALUES (?, ?, 'x', '{}')",
+                             [(i, now if i == 5 else old) for i in range(1, 10401)])
+            conn.execute("UPDATE feed_head SET id = 10400")
+
+        async def ids() -> list[int]:
+            async with store.reading() as tx:
+                return [c.id for c in await tx.changes_after(0, 10)]
+
+        # when a write does not cross a multiple of PRUNE_EVERY, nothing is pruned
+        assert 10400 // PRUNE_EVERY == 10401 // PRUNE_EVERY
+        async with store.transaction() as tx:
+            tx.add_change("y", {})
+        assert (await ids())[:3] == [1, 2, 3]
+        # when one does, the changes older than the retention and more than
+        # FEED_KEEP behind the head go; a recent one stays however far behind
+        with sqlite3.connect(path, isolation_level=None) as conn:
+            conn.execute("UPDATE feed_head SET id = 10495")
+        async with store.transaction() as tx:
+            tx.add_change("z", {})
+        first_kept = 10496 - FEED_KEEP + 1
+        assert (await ids())[:3] == [5, first_kept, first_kept + 1]
+    finally:
+        await store.close()
