@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import socket
 import sqlite3
 from pathlib import Path
@@ -33,6 +34,8 @@ def url_for(path: Path) -> str:
         ("sqlite:///var/optout.db", "var/optout.db"),
         ("sqlite:////var/lib/optout.db", "/var/lib/optout.db"),
         ("sqlite://:memory:", ":memory:"),
+        ("sqlite:///:memory:", ":memory:"),
+        ("sqlite:///x", "x"),  # the shortest file name
     ],
 )
 def test_url_forms_of_the_spec(url: str, path: str) -> None:
@@ -43,8 +46,20 @@ def test_url_forms_of_the_spec(url: str, path: str) -> None:
     "url", ["postgresql://db/optout", "sqlite:/x.db", "sqlite://", "sqlite:///", "x.db"]
 )
 def test_bad_urls_are_refused_clearly(url: str) -> None:
-    with pytest.raises(InvalidValue):
+    with pytest.raises(InvalidValue, match=f"^unsupported store URL {re.escape(repr(url))}: "):
         parse_url(url)
+
+
+def test_a_bad_url_message_names_the_forms_that_work() -> None:
+    with pytest.raises(InvalidValue) as other_scheme:
+        parse_url("mysql://db/optout")
+    assert str(other_scheme.value) == (
+        "unsupported store URL 'mysql://db/optout': expected sqlite:///path.db")
+    with pytest.raises(InvalidValue) as no_path:
+        parse_url("sqlite://")
+    assert str(no_path.value) == (
+        "unsupported store URL 'sqlite://': use sqlite:///relative.db, "
+        "sqlite:////absolute.db or sqlite://:memory:")
 
 
 @pytest.mark.parametrize(
@@ -73,12 +88,17 @@ async def test_unreachable_postgresql_is_store_unavailable() -> None:
         await open_store(f"postgresql://u:p@127.0.0.1:{port}/optout")
 
 
-async def test_fresh_file_is_migrated_to_the_current_version(tmp_path: Path) -> None:
+async def test_fresh_file_is_migrated_to_the_current_version(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, "rules.store.sqlite")
     store = await Store.open(url_for(tmp_path / "new.db"))
     try:
         assert await store.schema_version() == sqlite_schema.SCHEMA_VERSION
     finally:
         await store.close()
+    assert [r.getMessage() for r in caplog.records if r.name == "rules.store.sqlite"] == [
+        f"store: migrating schema to version {v}"
+        for v in range(1, sqlite_schema.SCHEMA_VERSION + 1)]
     with sqlite3.connect(tmp_path / "new.db") as conn:
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
         mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
@@ -363,8 +383,47 @@ async def test_an_inbound_log_row_that_fails_alone_is_undone_alone(
 async def test_unopenable_file_is_store_unavailable(tmp_path: Path) -> None:
     blocker = tmp_path / "not-a-dir"
     blocker.write_text("")
-    with pytest.raises(StoreUnavailable):
+    with pytest.raises(StoreUnavailable, match=r"^cannot open store '.*not-a-dir/s\.db': "):
         await Store.open(url_for(blocker / "s.db"))
+
+
+async def test_a_store_in_a_new_directory_tree_is_created(tmp_path: Path) -> None:
+    store = await Store.open(url_for(tmp_path / "a" / "b" / "c" / "s.db"))
+    await store.close()
+    assert (tmp_path / "a" / "b" / "c" / "s.db").is_file()
+
+
+async def test_a_memory_store_leaves_no_file_behind(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    for url in ("sqlite://:memory:", "sqlite:///:memory:"):
+        store = await Store.open(url)
+        async with store.transaction() as tx:
+            tx.add_change("x", {})
+        await store.close()
+    assert list(tmp_path.iterdir()) == []
+
+
+async def test_a_file_that_is_not_a_database_is_store_unavailable(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    path.write_bytes(b"this is not an SQLite database, just some text " * 100)
+    with pytest.raises(StoreUnavailable, match=r"^cannot (configure|migrate) store: file is not a"):
+        await Store.open(url_for(path))
+
+
+async def test_a_migration_that_fails_is_store_unavailable_and_changes_nothing(
+        tmp_path: Path) -> None:
+    # given a file someone started by hand: one of our tables, but no schema version
+    path = tmp_path / "s.db"
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE record (x)")
+    with pytest.raises(StoreUnavailable,
+                       match=r"^cannot migrate store: table record already exists"):
+        await Store.open(url_for(path))
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == 0
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    assert tables == {"record"}  # rolled back whole
 
 
 async def test_load_packed_on_every_backend(store_url: str) -> None:
@@ -407,6 +466,8 @@ async def test_debug_logging_does_not_leak_numbers(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level("DEBUG")
+    driver = logging.getLogger("aiosqlite")
+    caplog.set_level(logging.NOTSET, "aiosqlite")  # as nobody configured it (restored after)
     store = await Store.open(url_for(tmp_path / "s.db"))
     try:
         async with store.transaction() as tx:
@@ -428,6 +489,16 @@ async def test_debug_logging_does_not_leak_numbers(
         await store.close()
     assert "4155550177" not in caplog.text
     assert "STOP please" not in caplog.text
+    assert driver.level == logging.INFO
+
+
+async def test_a_driver_log_level_set_on_purpose_is_kept(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, "aiosqlite")  # someone debugging the driver itself
+    store = await Store.open(url_for(tmp_path / "s.db"))
+    await store.close()
+    assert logging.getLogger("aiosqlite").level == logging.DEBUG
 
 
 @pytest.mark.parametrize("rows", [0, 1, 99, 100, 101, 250])

@@ -820,10 +820,8 @@ class SqliteStore:
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
                 _make_private(path)
             conn = await aiosqlite.connect(path, isolation_level=None)
-        except _DB_OR_CLOSED_ERRORS as exc:
+        except _DB_OR_CLOSED_ERRORS as exc:  # OSError included: mkdir, the file's mode
             raise StoreUnavailable(f"cannot open store {path!r}: {exc}") from exc
-        except OSError as exc:
-            raise StoreUnavailable(f"cannot open store {path!r}: {exc.strerror or exc}") from exc
         store = cls(conn, path)
         try:
             await store._configure(busy_timeout_ms)
