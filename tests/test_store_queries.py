@@ -212,6 +212,9 @@ async def test_the_inbound_log_filters_on_every_field(store: Store) -> None:
         ids = [await tx.insert_inbound_message(r) for r in rows]
         assert await tx.review_inbound_message(
             ids[2], Review(ReviewDecision.DISMISSED, "ops", T0 + 40, "not an opt-out"))
+        # a review by the system (no actor) with no reason given
+        assert await tx.review_inbound_message(ids[3], Review(ReviewDecision.OPT_OUT, None,
+                                                              T0 + 50, ""))
 
     async def listed(before: int | None = None, limit: int = 10, **kw: object) -> list[int]:
         async with store.reading() as tx:
@@ -226,8 +229,8 @@ async def test_the_inbound_log_filters_on_every_field(store: Store) -> None:
     assert await listed(action="none") == [ids[2], ids[1]]
     assert await listed(near_miss=True) == [ids[2], ids[1]]
     assert await listed(near_miss=False) == [ids[3], ids[0]]
-    assert await listed(reviewed=True) == [ids[2]]
-    assert await listed(reviewed=False) == [ids[3], ids[1], ids[0]]
+    assert await listed(reviewed=True) == [ids[3], ids[2]]
+    assert await listed(reviewed=False) == [ids[1], ids[0]]
     assert await listed(since=T0 + 10, until=T0 + 30) == [ids[2], ids[1]]
     assert await listed(before=ids[2]) == [ids[1], ids[0]]
     assert await listed(limit=1) == [ids[3]]
@@ -236,12 +239,15 @@ async def test_the_inbound_log_filters_on_every_field(store: Store) -> None:
         message = await tx.inbound_message(ids[1])
         assert await tx.inbound_message(ids[3] + 1) is None
         reviewed = await tx.inbound_message(ids[2])
+        by_nobody = await tx.inbound_message(ids[3])
     assert message is not None and reviewed is not None
     assert (message.at, message.phone_number, message.inbound_address, message.text,
             message.action, message.keyword, message.near_miss, message.review) == (
         T0 + 10, BOB, LINE, "please stop", Action.NONE, None, True, None)
     assert reviewed.review == Review(ReviewDecision.DISMISSED, "ops", T0 + 40,
                                      "not an opt-out")
+    assert by_nobody is not None
+    assert by_nobody.review == Review(ReviewDecision.OPT_OUT, None, T0 + 50, "")
 
 
 async def test_open_near_misses_are_counted_and_survive_pruning(store: Store) -> None:

@@ -272,7 +272,7 @@ REPLY_COLUMNS = "id, source_addr, destination_addr, text, action, created_at"
 
 
 def reply_from(row: Sequence[Any]) -> Reply:
-    return Reply(row[0], row[1], row[2], row[3], Action(row[4]), row[5] if len(row) > 5 else 0.0)
+    return Reply(row[0], row[1], row[2], row[3], Action(row[4]), row[5])
 
 
 INBOUND_COLUMNS = (
