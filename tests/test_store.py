@@ -653,3 +653,19 @@ async def test_old_changes_are_pruned_only_when_ids_cross_a_multiple_of_256(
         assert (await ids())[:3] == [5, first_kept, first_kept + 1]
     finally:
         await store.close()
+
+
+async def test_audit_values_are_stored_as_canonical_json_or_null(tmp_path: Path) -> None:
+    # an operator querying the file compares the stored text: equal values,
+    # equal text (sorted keys), and "nothing" as SQL NULL, not the text 'null'
+    path = tmp_path / "s.db"
+    store = await Store.open(url_for(path))
+    try:
+        async with store.transaction() as tx:
+            await tx.insert_audit(at=1.0, actor="ops", action="address.update", target="x",
+                                  before={"b": 1, "a": 2}, after=None)
+    finally:
+        await store.close()
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("SELECT before, after FROM audit").fetchall() == [
+            ('{"a": 2, "b": 1}', None)]

@@ -95,6 +95,19 @@ async def test_records_filter_by_number_address_and_half_open_time_range(store: 
     assert not first.reply_sent and first.reply_sent_at is None
 
 
+async def test_a_record_reads_back_with_its_mo_and_carrier_ids(store: Store) -> None:
+    async with store.transaction() as tx:
+        rid = await tx.insert_record((ALICE, LINE, "unsubscribed", "keyword", T0, "texted STOP",
+                                      "ops", "Stop please", "STOP", "system_id=c1 seq=4"))
+        reply = await tx.insert_reply(record_id=rid, source_addr=LINE, destination_addr=ALICE,
+                                      text="bye", action=Action.OPT_OUT, created_at=T0)
+        await tx.mark_reply_sent(reply, None, T0 + 1)  # the carrier gave no message id
+        (rec,) = await tx.records(RecordFilter(), after=None, limit=5)
+    assert (rec.actor, rec.raw_text, rec.keyword, rec.carrier_ids) == (
+        "ops", "Stop please", "STOP", "system_id=c1 seq=4")
+    assert (rec.reply_sent, rec.reply_sent_at, rec.reply_message_id) == (True, T0 + 1, None)
+
+
 async def test_a_record_shows_when_its_confirmation_was_sent(store: Store) -> None:
     async with store.transaction() as tx:
         rid = await tx.insert_record(record(ALICE, T0))
