@@ -29,7 +29,7 @@ from rules.model import (
 )
 from rules.replies import ReplyMode, ReplySetting, ReplySettings
 from rules.store import InboundFilter, RecordFilter, Store, UnsubRow, open_store, pack
-from rules.store.base import AddressRow, RuleRow
+from rules.store.base import AddressRow, RuleRow, address_from, address_values
 
 ALICE = "+14155550100"
 BOB = "+14155550101"
@@ -211,6 +211,15 @@ async def test_an_address_reads_back_as_written_and_as_updated(store: Store) -> 
         await tx.update_address(updated)
     async with store.reading() as tx:
         assert await tx.addresses() == [updated]
+
+
+def test_an_address_change_written_before_near_miss_phrases_still_reads() -> None:
+    # the feed keeps changes an older version wrote, with eight values
+    row = address(3, LINE)
+    assert address_from(address_values(row)[:8]) == row
+    with_phrases = AddressRow(3, LINE, "x", DEFAULT_KEYWORDS, ReplySettings(), ALL_SMS_TYPES,
+                              T0, ("stahp",))
+    assert address_from(address_values(with_phrases)) == with_phrases
 
 
 # --- the inbound message log ----------------------------------------------------------------
