@@ -23,7 +23,7 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter
 
 from gateway import logs
 from gateway.config import AccountConfig, Config
@@ -34,8 +34,9 @@ from gateway.smpp.errors import SmppError
 from gateway.smpp.framing import Header
 from gateway.smpp.pdu import DistributionList, Pdu, SmeAddress, Tlv, UnsuccessSme
 from gateway.smpp.text import concat_info, decode_short_message
-from metrics import Metrics
+from metrics import HistogramBatch, Metrics
 from rules import numbers
+from rules.decision import Decider
 from rules.model import Action, Decision, InvalidNumber, MoOutcome, SmsType, StoreUnavailable
 from rules.service import OptOutService
 
@@ -109,21 +110,66 @@ class MessageIds:
         return value.upper() if kind == "HEX" else value
 
 
+class Target:
+    """A submit's destination as the decision reads it: the subscriber's
+    normalised number, its index key and whether it is in scope."""
+
+    __slots__ = ("in_scope", "key", "number", "ton")
+
+    def __init__(self, number: str, key: int, in_scope: bool, ton: int) -> None:
+        self.number = number
+        self.key = key
+        self.in_scope = in_scope
+        self.ton = ton  # of the address it was read from (part of the cache key)
+
+
+class Destinations:
+    """`destination_addr` -> `Target`, cached: a campaign sends to the same
+    numbers over and over, and normalising, keying and scoping a number is
+    several look-ups where this is one. Bounded: when full it starts over
+    (a miss costs microseconds; a client cannot grow it). The NPI is not
+    part of the key because `numbers.destination` ignores it; invalid
+    addresses raise `InvalidNumber` every time and are not kept.
+    """
+
+    def __init__(self, limit: int = 65536) -> None:
+        self._limit = limit
+        self._by_addr: dict[bytes, Target] = {}
+
+    def get(self, addr: bytes, ton: int, npi: int) -> Target:
+        target = self._by_addr.get(addr)
+        if target is not None and target.ton == ton:
+            return target
+        number = numbers.destination(addr, ton, npi)
+        try:
+            target = Target(number, numbers.to_key(number), numbers.in_scope(number), ton)
+        except ValueError:
+            # A number the store could never hold (e.g. +0...): out of scope,
+            # under a key no stored number has.
+            target = Target(number, -1, False, ton)
+        if len(self._by_addr) >= self._limit:
+            self._by_addr.clear()
+        self._by_addr[addr] = target
+        return target
+
+
 class SubmitMetrics:
-    """The per-submit metrics: `optout_decision_seconds` observed per submit,
-    `optout_submit_total` added up in plain Python and applied once per
+    """The per-submit metrics: `optout_decision_seconds` and
+    `optout_submit_total`, added up in plain Python and applied once per
     event-loop turn.
 
-    Why: `labels()` plus `inc()` cost about as much as the decision itself,
-    and a submit counted a loop turn later is never visible: the flush runs
-    (via `call_soon`) before any later I/O callback, so neither a scrape nor
-    a peer sees a submit answered but not counted. Without a running loop the
-    counts apply at once.
+    Why: `labels()` plus `inc()`, or one `Histogram.observe()` (a lock per
+    bucket walked), cost as much as the decision itself. A submit counted a
+    loop turn later is never visible: the flush runs (via `call_soon`)
+    before any later I/O callback, so neither a scrape nor a peer sees a
+    submit answered but not counted. Without a running loop the counts apply
+    at once. The histogram's buckets are added to with `HistogramBatch`,
+    which records exactly what `observe()` per submit would.
     """
 
     def __init__(self, metrics: Metrics) -> None:
         self._metrics = metrics
-        self._histogram: Histogram = metrics.decision_seconds
+        self._histogram = HistogramBatch(metrics.decision_seconds)
         # Keyed by the SMS type's string value: hashing an enum member runs
         # Python code (Enum.__hash__), hashing a str does not.
         self._children: dict[tuple[str, str, bool], Counter] = {}
@@ -135,7 +181,7 @@ class SubmitMetrics:
         """Count one submit; `seconds` is how long its decision took (None when
         an earlier segment's decision was reused)."""
         if seconds is not None:
-            self._histogram.observe(seconds)
+            self._histogram.add(seconds)
         key = (app_id, sms_type._value_, blocked)
         counts = self._counts
         counts[key] = counts.get(key, 0) + 1
@@ -149,6 +195,7 @@ class SubmitMetrics:
     def flush(self) -> None:
         """Apply what was added up since the last flush."""
         self._scheduled = False
+        self._histogram.flush()
         counts, self._counts = self._counts, {}
         for key, n in counts.items():
             self._child(key).inc(n)
@@ -176,6 +223,9 @@ class SmppEnforcer:
         self.sessions = sessions
         self.concat = ConcatDecisions()
         self.submit_metrics = SubmitMetrics(metrics)
+        # `service.decide` itself, minus an interpreted frame per submit.
+        self._decider: Decider = service.decider
+        self._targets = Destinations()
         self.message_ids = MessageIds()
         smpp = config.smpp
         self._blocked_status = smpp.blocked_status
@@ -205,14 +255,17 @@ class SmppEnforcer:
                 app_id, label = session.system_id, OTHER_APP
                 sms_type = self._service_types.get(peek.service_type) or SmsType.MARKETING
             try:
-                destination = numbers.destination(peek.destination_addr, peek.dest_addr_ton,
-                                                  peek.dest_addr_npi)
+                target = self._targets.get(peek.destination_addr, peek.dest_addr_ton,
+                                           peek.dest_addr_npi)
             except InvalidNumber as exc:
                 return self._invalid_destination(session, header, label, exc)
-            if self._decide(app_id, label, sms_type, destination).allowed:
+            start = time.perf_counter()
+            decision = self._decider.decide_key(app_id, sms_type, target.key, target.in_scope)
+            self._count(label, sms_type, decision, time.perf_counter() - start)
+            if decision.allowed:
                 return self._forward
             return self._refuse(session, header, pdu_codec.decode(raw), app_id, sms_type,
-                                destination)
+                                target.number)
         try:
             pdu = pdu_codec.decode(raw)
         except SmppError as exc:
@@ -294,8 +347,12 @@ class SmppEnforcer:
         """Decide one destination and count it under the metric label `label`
         (the app ID of a configured account, else OTHER_APP)."""
         start = time.perf_counter()
-        decision = self.service.decide(app_id, sms_type, destination)
-        seconds = time.perf_counter() - start
+        decision = self._decider.decide(app_id, sms_type, destination)
+        self._count(label, sms_type, decision, time.perf_counter() - start)
+        return decision
+
+    def _count(self, label: str, sms_type: SmsType, decision: Decision, seconds: float) -> None:
+        """The metrics of one decided submit."""
         if not decision.in_scope:
             child = self._out_of_scope_children.get(label)
             if child is None:
@@ -303,7 +360,6 @@ class SmppEnforcer:
                 self._out_of_scope_children[label] = child
             child.inc()
         self.submit_metrics.decided(seconds, label, sms_type, not decision.allowed)
-        return decision
 
     def _blocked(
         self, session: ProxySession, pdu: Pdu, destination: str, app_id: str,

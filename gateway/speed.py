@@ -71,6 +71,7 @@ HOT_PATH_MODULES: tuple[str, ...] = (
     "rules.numbers",
     "rules.index",
     "rules.decision",
+    "metrics.batch",
 )
 
 PURE_ENV = "OPTOUT_PURE_PYTHON"

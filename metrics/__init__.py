@@ -29,7 +29,9 @@ from prometheus_client import (
 )
 from prometheus_client.multiprocess import MultiProcessCollector
 
-__all__ = ["BIND_FAILURE_REASONS", "CONNECTION_REFUSAL_REASONS", "Metrics"]
+from metrics.batch import HistogramBatch
+
+__all__ = ["BIND_FAILURE_REASONS", "CONNECTION_REFUSAL_REASONS", "HistogramBatch", "Metrics"]
 
 #: `reason` values of optout_bind_failures_total (a fixed set: never a
 #: system_id or anything else a client chooses).

@@ -32,7 +32,7 @@ import struct
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum
-from typing import NamedTuple, TypeAlias
+from typing import NamedTuple, TypeAlias, final
 
 from .constants import (
     HEADER_LENGTH,
@@ -704,14 +704,24 @@ def response_for(
 # --- a fast path for the relay ----------------------------------------------------
 
 
-class SubmitPeek(NamedTuple):
-    """The fields a blocking decision reads from a plain submit_sm."""
+@final
+class SubmitPeek:
+    """The fields a blocking decision reads from a plain submit_sm.
 
-    service_type: bytes
-    source_addr: bytes
-    dest_addr_ton: int
-    dest_addr_npi: int
-    destination_addr: bytes
+    A plain class, not a NamedTuple: compiled (gateway.speed), building one
+    is a native allocation, where a NamedTuple runs its Python ``__new__``.
+    """
+
+    __slots__ = ("dest_addr_npi", "dest_addr_ton", "destination_addr", "service_type",
+                 "source_addr")
+
+    def __init__(self, service_type: bytes, source_addr: bytes, dest_addr_ton: int,
+                 dest_addr_npi: int, destination_addr: bytes) -> None:
+        self.service_type = service_type
+        self.source_addr = source_addr
+        self.dest_addr_ton = dest_addr_ton
+        self.dest_addr_npi = dest_addr_npi
+        self.destination_addr = destination_addr
 
 
 def peek_submit_sm(raw: bytes) -> SubmitPeek | None:

@@ -286,10 +286,10 @@ class ServiceCore:
         self._program = program
         self._match_default = match_default
         self._clock = clock
-        self._index = state.index
+        # The index and rule book live in the decider the relay calls.
+        self.decider = decision.Decider(state.index, decision.RuleBook())
         self._by_address: dict[str, _Address] = {}
         self._by_id: dict[int, _Address] = {}
-        self._book = decision.RuleBook()
         self._install(state)
         self._feed = ServiceFeed(self, store, state.head)
         store.set_feed(self._feed)
@@ -301,6 +301,22 @@ class ServiceCore:
         self.reply_queued = asyncio.Event()
         """Set whenever a reply is committed to the outbox. A relay may
         `await reply_queued.wait()` and `clear()` it before draining."""
+
+    @property
+    def _index(self) -> UnsubscribedIndex:
+        return self.decider.index
+
+    @_index.setter
+    def _index(self, index: UnsubscribedIndex) -> None:
+        self.decider.index = index
+
+    @property
+    def _book(self) -> decision.RuleBook:
+        return self.decider.book
+
+    @_book.setter
+    def _book(self, book: decision.RuleBook) -> None:
+        self.decider.book = book
 
     # --- lifecycle ---
 
@@ -491,18 +507,7 @@ class ServiceCore:
 
     def decide(self, app_id: str, sms_type: SmsType, number: str) -> Decision:
         """`number` is already normalised (rules.numbers.normalize / from_smpp)."""
-        try:
-            key = numbers.to_key(number)
-        except ValueError:
-            return decision.OUT_OF_SCOPE  # not a number we could ever store
-        hits = self._index.addresses_of(key)
-        if hits:
-            # Only in-scope numbers are ever stored, so a hit skips the scope
-            # check (a phonenumbers region look-up for an uncached number).
-            return decision.decide(hits, app_id, sms_type, self._book)
-        if not numbers.in_scope(number):
-            return decision.OUT_OF_SCOPE
-        return decision.ALLOWED
+        return self.decider.decide(app_id, sms_type, number)
 
     def _lookup_strict(self, raw: str) -> _Address | None:
         return self._by_address.get(numbers.normalize(raw))
