@@ -27,7 +27,7 @@ from prometheus_client import Counter
 
 from gateway import logs
 from gateway.config import AccountConfig, Config
-from gateway.proxy import Answer, Deliver, Forward, ProxySession, Sessions
+from gateway.proxy import Answer, Deliver, Enforcer, Forward, ProxySession, Sessions
 from gateway.smpp import pdu as pdu_codec
 from gateway.smpp.constants import ESM_UDHI, Command, CommandStatus, is_receipt
 from gateway.smpp.errors import SmppError
@@ -211,7 +211,7 @@ class SubmitMetrics:
         return child
 
 
-class SmppEnforcer:
+class SmppEnforcer(Enforcer):
     """The `gateway.proxy.Enforcer` that applies opt-outs."""
 
     def __init__(

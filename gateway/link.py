@@ -36,7 +36,7 @@ import struct
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol, cast
+from typing import Final, Protocol, cast
 
 from prometheus_client import Counter
 
@@ -94,8 +94,10 @@ class LinkSettings:
 _Pending = tuple[float, int, ResponseCallback]
 # Writes a sequence number into a PDU copy: `_put_u32(pdu, 12, seq)`.
 _put_u32 = struct.Struct(">I").pack_into
-_ENQUIRE_LINK = int(Command.ENQUIRE_LINK)
-_ENQUIRE_LINK_RESP = int(Command.ENQUIRE_LINK_RESP)
+# Literals, not Command members: compiled, a Final literal is a constant in
+# the code, where an enum member is a look-up per use.
+_ENQUIRE_LINK: Final = 0x00000015  # Command.ENQUIRE_LINK
+_ENQUIRE_LINK_RESP: Final = 0x80000015  # Command.ENQUIRE_LINK_RESP
 
 
 class Link(asyncio.Protocol):
@@ -355,14 +357,15 @@ class Link(asyncio.Protocol):
 
     def _process_frames(self, counts_in: dict[int, int]) -> None:
         # The relay's inner loop, once per PDU: attributes are read into locals
-        # and matched responses are handled inline.
-        next_pdu = self._reader.next_pdu
+        # and matched responses are handled inline. (`reader.next_pdu()`, not a
+        # bound method in a local: compiled, that is a native call.)
+        reader = self._reader
         pending_map = self._pending
         owner = self.owner
         room_at = self._window - 1
         while not self._hold and not self._closing:
             try:
-                item = next_pdu()
+                item = reader.next_pdu()
             except FramingError as exc:
                 self._framing_failed(exc)
                 return

@@ -9,15 +9,16 @@ the raw integers read off the wire and print with their spec names.
 from __future__ import annotations
 
 from enum import IntEnum
+from typing import Final
 
 #: Set in the command_id of every response PDU (SMPP 3.4 section 5.1.2.1).
-RESPONSE_BIT = 0x80000000
+RESPONSE_BIT: Final = 0x80000000
 
 #: The fixed header: command_length, command_id, command_status, sequence_number.
-HEADER_LENGTH = 16
+HEADER_LENGTH: Final = 16
 
 #: Sequence numbers run 0x00000001..0x7FFFFFFF (SMPP 3.4 section 5.1.4).
-MAX_SEQUENCE = 0x7FFFFFFF
+MAX_SEQUENCE: Final = 0x7FFFFFFF
 
 
 class Command(IntEnum):

@@ -7,8 +7,8 @@ willing to buffer) leaves no way to find the next PDU: :class:`FrameReader`
 raises :class:`FramingError` and stays failed.
 
 No I/O here: the asyncio side feeds bytes in and takes whole PDUs out. The
-relay calls this tens of thousands of times a second, so the reader keeps one
-``bytearray`` and a read offset instead of re-slicing the buffer per PDU.
+relay calls this tens of thousands of times a second, so the reader slices
+frames straight out of the chunks it is fed (see :class:`FrameReader`).
 """
 
 from __future__ import annotations
@@ -93,14 +93,14 @@ def renumbered(raw: bytes, sequence_number: int) -> bytearray:
     _pack_u32_into(out, 12, sequence_number)
     return out
 
-def sequence_of(raw: bytes) -> int:
+def sequence_of(raw: bytes | bytearray) -> int:
     """The sequence_number of a whole PDU, without parsing anything else."""
     if len(raw) < HEADER_LENGTH:
         raise FramingError(f"PDU shorter than the {HEADER_LENGTH}-byte header ({len(raw)} bytes)")
     return int(_U32.unpack_from(raw, 12)[0])
 
 
-def command_id_of(raw: bytes) -> int:
+def command_id_of(raw: bytes | bytearray) -> int:
     """The command_id of a whole PDU, without parsing anything else."""
     if len(raw) < HEADER_LENGTH:
         raise FramingError(f"PDU shorter than the {HEADER_LENGTH}-byte header ({len(raw)} bytes)")
@@ -136,22 +136,33 @@ class FrameReader:
     :meth:`next_frame` call after the last good frame), before any of the body
     is kept; the reader is then failed for good and every later call raises
     the same error.
+
+    How, and why: a read from the socket nearly always holds whole PDUs (a
+    window's worth), so a chunk is kept as the ``bytes`` it came in and each
+    frame is one slice of it (one copy, none when the chunk is exactly one
+    PDU). Only a PDU cut by the end of a read goes into ``_partial``, a
+    ``bytearray`` that grows until it holds a whole PDU and then becomes the
+    chunk: every byte is copied at most twice however the stream is cut, so a
+    PDU trickled in one byte per read costs linear, not quadratic, time.
     """
 
-    __slots__ = ("_buf", "_error", "_off", "max_length")
+    __slots__ = ("_data", "_error", "_partial", "_pos", "max_length")
 
     def __init__(self, max_length: int = DEFAULT_MAX_LENGTH) -> None:
         if max_length < HEADER_LENGTH:
             raise ValueError("max_length must allow at least the 16-byte header")
         self.max_length = max_length
-        self._buf = bytearray()
-        self._off = 0
+        # Whole chunk being read from `_pos` on; empty while `_partial` is not.
+        self._data = b""
+        self._pos = 0
+        # The start of a PDU that is not all here yet.
+        self._partial = bytearray()
         self._error: FramingError | None = None
 
     @property
     def buffered(self) -> int:
         """Bytes held that are not yet returned as a frame."""
-        return len(self._buf) - self._off
+        return len(self._partial) + len(self._data) - self._pos
 
     @property
     def failed(self) -> bool:
@@ -164,7 +175,20 @@ class FrameReader:
             raise self._error
         if not data:
             return
-        self._buf += data
+        partial = self._partial
+        if not partial and self._pos == len(self._data):
+            self._data = bytes(data)  # no copy for bytes, the usual case
+            self._pos = 0
+        else:
+            if self._pos < len(self._data):  # fed again before it was all read
+                partial += self._data[self._pos:]
+            self._data = b""
+            self._pos = 0
+            partial += data
+            if len(partial) >= 4 and len(partial) >= _unpack_u32(partial, 0)[0]:
+                # A whole PDU at last: read on from a chunk again.
+                self._data = bytes(partial)
+                partial.clear()
         error = self._check_head()
         if error is not None:
             raise error
@@ -178,53 +202,64 @@ class FrameReader:
         """:meth:`next_frame` with its header already parsed, or ``None``.
 
         The relay's per-PDU path: the header is read with one unpack from the
-        buffer instead of a second pass over the frame.
+        chunk instead of a second pass over the frame.
         """
         if self._error is not None:
             raise self._error
-        buf = self._buf
-        off = self._off
-        available = len(buf) - off
-        if available < 16:
+        data = self._data
+        pos = self._pos
+        available = len(data) - pos
+        if available < HEADER_LENGTH:
             # _check_head validated the length: a frame is never shorter than 16.
+            if available:
+                self._keep_rest()
             return None
-        fields = _unpack_header(buf, off)
+        fields = _unpack_header(data, pos)
         length: int = fields[0]
         if available < length:
+            self._keep_rest()
             return None
-        end = off + length
-        frame = bytes(buf[off:end])
-        if end == len(buf):
-            buf.clear()
-            self._off = 0
+        end = pos + length
+        frame = data[pos:end]
+        if end == len(data):
+            self._data = b""
+            self._pos = 0
         else:
-            self._off = end
-            if end > 65536 and end * 2 > len(buf):
-                del buf[:end]
-                self._off = 0
-                end = 0
+            self._pos = end
             # _check_head, inlined for the common case of a good next length.
-            if len(buf) - end >= 4:
-                following: int = _unpack_u32(buf, end)[0]
+            if len(data) - end >= 4:
+                following: int = _unpack_u32(data, end)[0]
                 if following < HEADER_LENGTH or following > self.max_length:
                     self._check_head()
         return _new_tuple(Header, fields), frame
 
+    def _keep_rest(self) -> None:
+        """Move an incomplete PDU at the end of the chunk into `_partial`."""
+        self._partial += self._data[self._pos:]
+        self._data = b""
+        self._pos = 0
+
     def _check_head(self) -> FramingError | None:
         """Validate the command_length at the read offset, if its 4 bytes are here.
 
-        On a bad length, record the error and drop the buffer: nothing after
+        On a bad length, record the error and drop the buffers: nothing after
         it can be framed, and an oversized PDU must never be accumulated.
         """
-        if len(self._buf) - self._off < 4:
-            return None
-        length: int = _U32.unpack_from(self._buf, self._off)[0]
+        if self._partial:
+            if len(self._partial) < 4:
+                return None
+            length: int = _unpack_u32(self._partial, 0)[0]
+        else:
+            if len(self._data) - self._pos < 4:
+                return None
+            length = _unpack_u32(self._data, self._pos)[0]
         if length < HEADER_LENGTH or length > self.max_length:
             self._error = FramingError(
                 f"command_length {length} outside {HEADER_LENGTH}..{self.max_length}",
                 CommandStatus.ESME_RINVCMDLEN,
             )
-            self._buf = bytearray()
-            self._off = 0
+            self._data = b""
+            self._pos = 0
+            self._partial = bytearray()
             return self._error
         return None
