@@ -232,6 +232,7 @@ class SmppEnforcer(Enforcer):
         self._receipt_mode = smpp.blocked_mode == "receipt"
         self._service_types = {k.encode(): _SMS_TYPES[v] for k, v in
                                smpp.service_type_map.items()}
+        self._sms_types = dict(_SMS_TYPES)
         # Receipt mode learns the carrier's message-id shape from responses.
         self._on_response = self._learn_message_id if self._receipt_mode else None
         # Every allowed submit gets this one verdict (the received PDU, as is).
@@ -246,14 +247,10 @@ class SmppEnforcer(Enforcer):
         if peek is not None:
             # A plain submit_sm (no UDH, no TLVs): nothing about concatenation
             # or a type TLV to consider, so four fields decide it.
-            account = session.account
-            if account is not None:
-                app_id = label = account.app_id
-                sms_type = self._service_types.get(peek.service_type) or _SMS_TYPES[
-                    account.default_sms_type]
-            else:
-                app_id, label = session.system_id, OTHER_APP
-                sms_type = self._service_types.get(peek.service_type) or SmsType.MARKETING
+            app_id = session.app_id
+            label = app_id if session.account is not None else OTHER_APP
+            found = self._service_types.get(peek.service_type) if self._service_types else None
+            sms_type = found if found is not None else self._sms_types[session.default_sms_type]
             try:
                 target = self._targets.get(peek.destination_addr, peek.dest_addr_ton,
                                            peek.dest_addr_npi)

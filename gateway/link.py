@@ -30,7 +30,6 @@ The link owns the things that are per leg in SMPP 3.4:
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
 import struct
 import time
@@ -116,7 +115,8 @@ class Link(asyncio.Protocol):
         # Made on first use, like the _count children (labels() is slow, and
         # a leg that never fills its window should not show a zero series).
         self._window_full: Counter | None = None
-        self._seq = itertools.count(1)
+        # The next sequence number to use (a plain int: compiled, native arithmetic).
+        self._seq = 1
         self._pending: dict[int, _Pending] = {}
         self._unanswered_in = 0
         self._reading_paused = False  # by us, for back-pressure
@@ -213,7 +213,8 @@ class Link(asyncio.Protocol):
         """`send_request` for the relay's hot path, where the caller already
         knows `command_id`: returns `has_room()` after sending, so a relay
         learns whether to hold its source in the same call."""
-        seq = next(self._seq)
+        seq = self._seq
+        self._seq = seq + 1
         pending = self._pending
         if seq > 0x7FFFFFFF or seq in pending:
             seq = self._next_seq_slow(seq)
@@ -277,14 +278,17 @@ class Link(asyncio.Protocol):
         )
 
     def _next_seq(self) -> int:
-        return self._next_seq_slow(next(self._seq))
+        seq = self._seq
+        self._seq = seq + 1
+        return self._next_seq_slow(seq)
 
     def _next_seq_slow(self, seq: int) -> int:
         if seq > 0x7FFFFFFF:  # SMPP 3.4 section 3.2: 0x01..0x7FFFFFFF, then wrap
-            self._seq = itertools.count(2)
             seq = 1
+            self._seq = 2
         while seq in self._pending:  # after a wrap, skip numbers still in flight
-            seq = next(self._seq)
+            seq = self._seq
+            self._seq = seq + 1
         return seq
 
     def fail_pending(self) -> None:

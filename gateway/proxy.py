@@ -262,6 +262,11 @@ class ProxySession:
         self.upstream: Link | None = None
         self.state = SessionStateMachine(Role.SMSC)
         self.account: AccountConfig | None = None
+        # Copied from the account at bind, because enforcement reads them per
+        # submit: the application ID (the system_id when no account is
+        # configured) and the SMS type of submits that name none.
+        self.app_id = ""
+        self.default_sms_type = "marketing"
         self.system_id = ""
         self.bind_type: str | None = None
         # Where the sender connects from, as per-IP limits count it.
@@ -527,6 +532,11 @@ class ProxySession:
         self.state.bound(cmd)
         self.account = account
         self.system_id = system_id
+        if account is not None:
+            self.app_id = account.app_id
+            self.default_sms_type = account.default_sms_type
+        else:
+            self.app_id = system_id
         self.bind_type = BIND_COMMANDS[cmd]
         self._bind_deadline.cancel()
         ctx.bind_guard.succeeded(self.source, system_id)
