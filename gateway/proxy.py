@@ -28,7 +28,7 @@ import logging
 import ssl
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 from gateway import logs
 from gateway.admission import Admission, Refused
