@@ -284,6 +284,18 @@ class ProxySession:
         self.sender.on_connect = self._connected
         ctx.live.add(self)
 
+    def identify(self, system_id: str, account: AccountConfig | None) -> None:
+        """Who the sender is, once its bind is accepted (`account` None when
+        `allow_unknown_accounts` let an unconfigured system_id in)."""
+        self.system_id = system_id
+        self.account = account
+        if account is not None:
+            self.app_id = account.app_id
+            self.default_sms_type = account.default_sms_type
+        else:
+            self.app_id = system_id
+            self.default_sms_type = "marketing"
+
     @property
     def is_bound(self) -> bool:
         return self.bind_type is not None and not self._closing
@@ -530,13 +542,7 @@ class ProxySession:
             upstream.close("sender left during bind")
             return
         self.state.bound(cmd)
-        self.account = account
-        self.system_id = system_id
-        if account is not None:
-            self.app_id = account.app_id
-            self.default_sms_type = account.default_sms_type
-        else:
-            self.app_id = system_id
+        self.identify(system_id, account)
         self.bind_type = BIND_COMMANDS[cmd]
         self._bind_deadline.cancel()
         ctx.bind_guard.succeeded(self.source, system_id)

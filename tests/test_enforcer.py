@@ -61,8 +61,7 @@ class Rig:
     def sender(self, system_id: str = "acme", *, configured: bool = True) -> ProxySession:
         """A sender session as the proxy holds it after a bind (no socket)."""
         session = ProxySession(self.ctx)
-        session.system_id = system_id
-        session.account = self.ctx.config.account(system_id) if configured else None
+        session.identify(system_id, self.ctx.config.account(system_id) if configured else None)
         session.bind_type = "trx"
         self.sessions.append(session)
         return session
