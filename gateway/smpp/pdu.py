@@ -724,35 +724,49 @@ class SubmitPeek:
         self.destination_addr = destination_addr
 
 
+def _nul(raw: bytes, start: int, stop: int) -> int:
+    """Where the NUL octet of raw[start:stop] is; ValueError if none."""
+    if stop > len(raw):
+        stop = len(raw)
+    i = start
+    while i < stop:
+        if raw[i] == 0:
+            return i
+        i += 1
+    raise ValueError("no NUL")
+
+
 def peek_submit_sm(raw: bytes) -> SubmitPeek | None:
     """The decision's fields of a plain submit_sm, or ``None``.
 
     The relay decides every submit_sm; a full :func:`decode` builds a dict of
-    17 parameters to read four. This walks the C-octet strings with
-    ``bytes.index`` instead. It answers only for the common shape (no UDH, no
+    17 parameters to read four. This walks the C-octet strings with `_nul`
+    instead (a plain loop: compiled, it is native code, where ``bytes.index``
+    parses its arguments the slow way; in pure Python it costs about a third
+    of a microsecond more). It answers only for the common shape (no UDH, no
     TLVs, every field within its SMPP 3.4 size, sm_length ending the PDU
     exactly) and returns ``None`` for anything else, so the caller falls back
     to :func:`decode` and malformed PDUs still get the codec's typed errors.
     """
     n = len(raw)
     try:
-        end = raw.index(0, 16, 22)  # service_type, at most 6 octets with NUL
+        end = _nul(raw, 16, 22)  # service_type, at most 6 octets with NUL
         service_type = raw[16:end]
         off = end + 3  # source_addr_ton, source_addr_npi
-        end = raw.index(0, off, off + 21)
+        end = _nul(raw, off, off + 21)
         source = raw[off:end]
         off = end + 1
         dest_ton = raw[off]
         dest_npi = raw[off + 1]
         off += 2
-        end = raw.index(0, off, off + 21)
+        end = _nul(raw, off, off + 21)
         dest = raw[off:end]
         off = end + 1
         if raw[off] & 0x40:  # esm_class UDHI: concatenation needs the full decode
             return None
         off += 3  # esm_class, protocol_id, priority_flag
-        off = raw.index(0, off, off + 17) + 1  # schedule_delivery_time
-        off = raw.index(0, off, off + 17) + 1  # validity_period
+        off = _nul(raw, off, off + 17) + 1  # schedule_delivery_time
+        off = _nul(raw, off, off + 17) + 1  # validity_period
         off += 4  # registered_delivery, replace_if_present, data_coding, sm_default_msg_id
         if off + 1 + raw[off] != n:  # TLVs follow, or the length is wrong
             return None
