@@ -248,6 +248,38 @@ _DRAIN_POLL = 0.02
 # --- one sender <-> carrier pair ---------------------------------------------------
 
 
+class _AwaitedResponse:
+    """What a relayed request's response is for: it goes back to `source`
+    under the sequence number the source gave the request, rewritten first
+    if the enforcer asked. The `Link` calls it with the response, or with
+    `(None, None)` on a timeout or a closed leg.
+
+    A class rather than a closure over `_relay_request`'s locals: one object
+    per relayed PDU instead of a closure and its cell environment.
+    """
+
+    __slots__ = ("header", "rewrite", "session", "source")
+
+    def __init__(self, session: ProxySession, source: Link, header: Header,
+                 rewrite: Callable[[bytes], bytes] | None) -> None:
+        self.session = session
+        self.source = source
+        self.header = header
+        self.rewrite = rewrite
+
+    def __call__(self, resp_header: Header | None, resp: bytes | None) -> None:
+        if resp is None:
+            # No answer in time (or the leg went away): tell the source the
+            # outcome is unknown with a temporary error, so it may retry.
+            if not self.session._closing:
+                self.session._reject(self.source, self.header, CommandStatus.ESME_RSYSERR)
+            return
+        rewrite = self.rewrite
+        self.source.send_response(rewrite(resp) if rewrite is not None else resp,
+                                  self.header.sequence_number)
+
+
+
 class ProxySession:
     """A sender's SMPP session and the carrier session opened for it."""
 
@@ -425,18 +457,8 @@ class ProxySession:
         if dest is None or self._closing:
             self._reject(source, header, CommandStatus.ESME_RSYSERR)
             return
-        seq = header.sequence_number
-
-        def on_response(resp_header: Header | None, resp: bytes | None) -> None:
-            if resp is None:
-                # No answer in time (or the leg went away): tell the source the
-                # outcome is unknown with a temporary error, so it may retry.
-                if not self._closing:
-                    self._reject(source, header, CommandStatus.ESME_RSYSERR)
-                return
-            source.send_response(rewrite(resp) if rewrite is not None else resp, seq)
-
-        if not dest.relay_request(raw, header.command_id, on_response):
+        if not dest.relay_request(raw, header.command_id,
+                                  _AwaitedResponse(self, source, header, rewrite)):
             source.hold(True)
 
     def _reject(self, link: Link, header: Header, status: int) -> None:
