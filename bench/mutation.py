@@ -116,7 +116,9 @@ def _scratch(target: Target, work_root: Path) -> Path:
     if work.exists():
         shutil.rmtree(work)
     work.mkdir(parents=True)
-    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", ".hypothesis")
+    # Compiled modules (`setup.py build_ext --inplace`) would be imported in
+    # place of the mutated .py files: every mutant would survive.
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", ".hypothesis", "*.so")
     for name in (*SOURCES, "tests"):
         shutil.copytree(ROOT / name, work / name, ignore=ignore)
     pyproject = (ROOT / "pyproject.toml").read_text()
