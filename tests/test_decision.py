@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from rules import decision
+from rules import decision, numbers
 from rules.decision import DEFAULT_RULE, RuleBook
+from rules.index import UnsubscribedIndex
 from rules.model import ALL_SMS_TYPES, BlockedBy, SmsType, Source
 from rules.service import OptOutService
 
@@ -49,6 +50,27 @@ def test_decision_table(
 def test_blocked_by_names_the_types_of_the_matching_rule() -> None:
     result = decision.decide((1,), "app2", M, BOOK)
     assert result.blocked_by == (BlockedBy("+18005550199", DEFAULT_RULE, frozenset({M, N})),)
+
+
+def test_a_decider_decides_against_the_index_and_book_it_was_given() -> None:
+    # given a decider whose index holds alice unsubscribed at address 1
+    alice = "+14155550100"
+    index = UnsubscribedIndex()
+    index.add(numbers.to_key(alice), 1)
+    decider = decision.Decider(index, BOOK)
+    # then alice is blocked by address 1's rules, by number and by key alike
+    by_number = decider.decide("app2", M, alice)
+    assert not by_number.allowed
+    assert [(b.inbound_address, b.rule) for b in by_number.blocked_by] == [
+        ("+18005550199", DEFAULT_RULE)]
+    assert decider.decide_key("app2", M, numbers.to_key(alice), True) == by_number
+    assert decider.decide("app2", V, alice) == decision.ALLOWED  # the default was narrowed
+    # and anyone else is allowed when in scope, out of scope otherwise
+    assert decider.decide("app2", M, "+14155550101") == decision.ALLOWED
+    assert decider.decide("app2", M, "+442079460000") == decision.OUT_OF_SCOPE
+    assert decider.decide("app2", M, "not a number") == decision.OUT_OF_SCOPE
+    assert decider.decide_key("app2", M, numbers.to_key("+442079460000"), False) \
+        == decision.OUT_OF_SCOPE
 
 
 # --- through the service ---------------------------------------------------------

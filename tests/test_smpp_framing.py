@@ -86,7 +86,7 @@ def test_the_reader_needs_room_for_a_header() -> None:
 
 
 def test_a_long_stream_in_one_chunk_comes_out_frame_by_frame_in_order() -> None:
-    # Over 64 KiB consumed from one buffer: the reader compacts it on the way.
+    # Over 64 KiB framed from one chunk, then a frame cut by the chunk's end.
     frames = [encode_simple(0x15, 0, n, bytes(100)) for n in range(1, 2001)]
     reader = FrameReader()
     reader.feed(b"".join(frames) + frames[0][:10])
@@ -125,9 +125,9 @@ def test_a_frame_followed_by_the_first_bytes_of_the_next_one_arriving_byte_by_by
     assert reader.buffered == 0 and not reader.failed
 
 
-def test_a_bad_length_right_after_the_buffer_is_compacted_fails_the_reader() -> None:
-    # Given two large PDUs (over 64 KiB consumed, so the buffer is compacted
-    # after the second) followed by a header claiming 5 bytes
+def test_a_bad_length_after_64_kib_of_good_frames_fails_the_reader() -> None:
+    # Given two large PDUs (over 64 KiB framed from one chunk) followed by a
+    # header claiming 5 bytes
     big = [encode_simple(0x04, 0, n, bytes(40_000 - HEADER_LENGTH)) for n in (1, 2)]
     reader = FrameReader()
     reader.feed(b"".join(big) + make_header(5, 0x04, 0, 3))
@@ -138,6 +138,18 @@ def test_a_bad_length_right_after_the_buffer_is_compacted_fails_the_reader() -> 
     with pytest.raises(FramingError, match=r"command_length 5 outside 16\.\.65536") as caught:
         reader.next_frame()
     assert caught.value.command_status == 0x00000002  # ESME_RINVCMDLEN
+
+
+def test_chunks_fed_one_after_another_before_any_is_read_all_come_out() -> None:
+    # Given a whole frame and half of the next fed, then the rest and a third
+    # frame fed before anything was taken
+    frames = [encode_simple(0x15, 0, n, bytes(20 * n)) for n in (1, 2, 3)]
+    reader = FrameReader()
+    reader.feed(frames[0] + frames[1][:30])
+    reader.feed(frames[1][30:] + frames[2])
+    # Then all three come out, in order, and nothing is left
+    assert [reader.next_frame() for _ in range(4)] == [*frames, None]
+    assert reader.buffered == 0
 
 
 def test_a_long_stream_that_never_ends_on_a_frame_boundary_keeps_memory_bounded() -> None:
@@ -159,6 +171,6 @@ def test_a_long_stream_that_never_ends_on_a_frame_boundary_keeps_memory_bounded(
     finally:
         tracemalloc.stop()
     # Then every frame comes out, and the reader never held much more than
-    # 64 KiB of consumed bytes plus what was still to be framed
+    # the chunk being read plus the one frame still to be completed
     assert taken == 36_000
     assert peak < 1_000_000
