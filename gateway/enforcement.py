@@ -141,12 +141,8 @@ class Destinations:
         if target is not None and target.ton == ton:
             return target
         number = numbers.destination(addr, ton, npi)
-        try:
-            target = Target(number, numbers.to_key(number), numbers.in_scope(number), ton)
-        except ValueError:
-            # A number the store could never hold (e.g. +0...): out of scope,
-            # under a key no stored number has.
-            target = Target(number, -1, False, ton)
+        # `destination` only returns numbers `to_key` accepts (tests/test_numbers.py).
+        target = Target(number, numbers.to_key(number), numbers.in_scope(number), ton)
         if len(self._by_addr) >= self._limit:
             self._by_addr.clear()
         self._by_addr[addr] = target

@@ -182,6 +182,17 @@ async def test_a_submit_to_a_subscribed_number_goes_to_the_carrier_as_sent(rig: 
     assert 0 < rig.sample("optout_decision_seconds_sum") < 1  # how long deciding took
 
 
+async def test_a_submit_read_by_the_full_decode_is_timed_like_a_plain_one(rig: Rig) -> None:
+    # given a submit with a TLV, which the plain-submit fast path leaves to decode
+    session = rig.sender()
+    # when it is decided
+    assert rig.submit(session, submit_sm(tlvs=[Tlv(0x0204, b"\x00\x01")])) == Forward(None, None)
+    await counted()
+    # then its decision time is observed once, as a plausible duration
+    assert rig.sample("optout_decision_seconds_count") == 1
+    assert 0 < rig.sample("optout_decision_seconds_sum") < 1
+
+
 async def test_a_submit_to_an_opted_out_number_is_refused_with_the_blocked_status(
         rig: Rig, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG, "optout.enforcement")

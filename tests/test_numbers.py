@@ -377,6 +377,23 @@ def test_common_spellings_of_a_number_all_normalise_to_it(
     assert got == "+1" + nsn
 
 
+@given(st.one_of(
+    smpp_address(),
+    st.tuples(st.just(""), st.text("+0123456789 #*-()", max_size=24).map(str.encode),
+              st.integers(0, 255), st.integers(0, 255)),
+))
+def test_every_destination_the_relay_accepts_has_an_index_key(
+    address: tuple[str, bytes, int, int],
+) -> None:
+    # The relay keys every destination it reads (gateway.enforcement.Destinations)
+    _, addr, ton, npi = address
+    try:
+        number = numbers.destination(addr, ton, npi)
+    except InvalidNumber:
+        return  # refused with ESME_RINVDSTADR, never keyed
+    assert numbers.from_key(numbers.to_key(number)) == number
+
+
 @given(smpp_address())
 def test_any_smpp_address_is_that_subscriber_or_refused(
     case: tuple[str | None, bytes, int, int],
