@@ -279,7 +279,6 @@ class _AwaitedResponse:
                                   self.header.sequence_number)
 
 
-
 class ProxySession:
     """A sender's SMPP session and the carrier session opened for it."""
 

@@ -17,7 +17,7 @@ import os as _os
 
 # numpy (the index's arrays) loads OpenBLAS, which starts a thread per core
 # that spins between jobs; nothing here does linear algebra, and on the relay
-# those threads took ~5 % of the process's CPU. Must be set before numpy is
-# imported; an operator's own setting wins.
+# those threads took a few percent of the process's CPU. Must be set before
+# numpy is imported; an operator's own setting wins.
 for _name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS"):
     _os.environ.setdefault(_name, "1")
