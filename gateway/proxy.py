@@ -117,28 +117,24 @@ class Deliver:
 
 
 class Enforcer:
-    """What enforcement plugs into the relay. A base class to subclass rather
-    than a Protocol: compiled (gateway.speed), the relay's once-per-submit
+    """What enforcement plugs into the relay. This base enforces nothing:
+    every submit is relayed, every deliver forwarded (`PassThrough`); the
+    sidecar's enforcer overrides both. A class to subclass rather than a
+    Protocol: compiled (gateway.speed), the relay's once-per-submit
     `check_submit` is then a native call instead of a method look-up."""
 
     def check_submit(self, session: ProxySession, header: Header, raw: bytes) -> Forward | Answer:
         """Decide a sender's submit_sm / submit_multi / data_sm."""
-        raise NotImplementedError
+        return FORWARD
 
     async def check_deliver(self, system_id: str, header: Header, raw: bytes) -> Deliver:
         """Handle a carrier deliver_sm / data_sm (MO or receipt) that arrived on a
         session of `system_id`, before it is relayed."""
-        raise NotImplementedError
+        return Deliver(forward=True)
 
 
 class PassThrough(Enforcer):
     """No enforcement: the plain relay."""
-
-    def check_submit(self, session: ProxySession, header: Header, raw: bytes) -> Forward | Answer:
-        return FORWARD
-
-    async def check_deliver(self, system_id: str, header: Header, raw: bytes) -> Deliver:
-        return Deliver(forward=True)
 
 
 # --- the registry of live sessions ---------------------------------------------
