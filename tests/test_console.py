@@ -28,21 +28,11 @@ from rules.model import Source
 from rules.service import OptOutService
 
 pytest.register_assert_rewrite("tests.http_fixtures")
+from tests.browser import NEEDS_CHROMIUM, chromium  # noqa: E402
 from tests.http_fixtures import ADMIN, TOKENS, VIEWER  # noqa: E402
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-
 pytestmark = [
-    pytest.mark.skipif(
-        not CHROMIUM.exists(), reason="Chromium is not installed (apt-get install chromium)"
-    ),
+    NEEDS_CHROMIUM,
     pytest.mark.timeout(120),
     pytest.mark.asyncio(loop_scope="module"),
 ]
@@ -68,12 +58,8 @@ async def server(tmp_path: Path) -> AsyncIterator[tuple[str, OptOutService]]:
 # One browser for the module; each test opens its own context.
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
 async def browser() -> AsyncIterator[Any]:
-    async with playwright_api.async_playwright() as p:
-        b = await p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            yield b
-        finally:
-            await b.close()
+    async with chromium() as b:
+        yield b
 
 
 @pytest.fixture

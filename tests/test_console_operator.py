@@ -39,16 +39,9 @@ from rules.model import SmsType, Source
 from rules.service import OptOutService
 
 pytest.register_assert_rewrite("tests.http_fixtures")
+from tests.browser import NEEDS_CHROMIUM, chromium  # noqa: E402
 from tests.http_fixtures import ADMIN, TOKENS, VIEWER  # noqa: E402
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 SIZES = {"desktop": {"width": 1366, "height": 900}, "phone": {"width": 390, "height": 844}}
 # Each size runs in a different zone, so "every time shows its zone" is
 # checked against a zone that is not UTC.
@@ -56,9 +49,7 @@ ZONES = {"desktop": "America/New_York", "phone": "America/Los_Angeles"}
 ZONE_NAMES = {"desktop": ("EST", "EDT"), "phone": ("PST", "PDT")}
 
 pytestmark = [
-    pytest.mark.skipif(
-        not CHROMIUM.exists(), reason="Chromium is not installed (apt-get install chromium)"
-    ),
+    NEEDS_CHROMIUM,
     pytest.mark.timeout(180),
     pytest.mark.asyncio(loop_scope="module"),
 ]
@@ -73,12 +64,8 @@ APP = "1400000001"
 
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
 async def browser() -> AsyncIterator[Any]:
-    async with playwright_api.async_playwright() as p:
-        b = await p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            yield b
-        finally:
-            await b.close()
+    async with chromium() as b:
+        yield b
 
 
 @pytest_asyncio.fixture(loop_scope="module")
