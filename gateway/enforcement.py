@@ -228,7 +228,6 @@ class SmppEnforcer(Enforcer):
         self._receipt_mode = smpp.blocked_mode == "receipt"
         self._service_types = {k.encode(): _SMS_TYPES[v] for k, v in
                                smpp.service_type_map.items()}
-        self._sms_types = dict(_SMS_TYPES)
         # Receipt mode learns the carrier's message-id shape from responses.
         self._on_response = self._learn_message_id if self._receipt_mode else None
         # Every allowed submit gets this one verdict (the received PDU, as is).
@@ -244,9 +243,9 @@ class SmppEnforcer(Enforcer):
             # A plain submit_sm (no UDH, no TLVs): nothing about concatenation
             # or a type TLV to consider, so four fields decide it.
             app_id = session.app_id
-            label = app_id if session.account is not None else OTHER_APP
+            label = self._label(session, app_id)
             found = self._service_types.get(peek.service_type) if self._service_types else None
-            sms_type = found if found is not None else self._sms_types[session.default_sms_type]
+            sms_type = found if found is not None else _SMS_TYPES[session.default_sms_type]
             try:
                 target = self._targets.get(peek.destination_addr, peek.dest_addr_ton,
                                            peek.dest_addr_npi)
