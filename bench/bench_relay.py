@@ -368,8 +368,18 @@ def run_load(label: str, port: int, args: argparse.Namespace, sink: Child, *,
         ours = busy  # py-spy's own CPU is not ours to blame on anyone else
     background = max(0.0, busy - ours) / (wall * (os.cpu_count() or 1))
     result = Result(label, data, cpu, background)
+    # Where the CPUs went, per completed submit: on 2 cores the three
+    # processes' sum against 2 x wall decides the throughput as much as the
+    # sidecar's own share does.
+    done_n = max(1, int(data.get("total_completed") or 0))
+    shares = {"loadgen": float(data["cpu_seconds"]), "sink": sink.cpu_seconds() - sink_before}
+    if cpu is not None:
+        shares["sidecar"] = cpu
+    split = ", ".join(f"{k} {v / done_n * 1e6:.1f}" for k, v in shares.items())
     print(f"  {label}: {result.throughput:,.0f} msg/s, p50 {result.data['p50_us']:,.0f} us, "
-          f"p99 {result.data['p99_us']:,.0f} us, other load {background:.0%}", flush=True)
+          f"p99 {result.data['p99_us']:,.0f} us, other load {background:.0%}; "
+          f"CPU us/submit: {split}; CPUs busy {ours / wall:.2f} of {os.cpu_count()}",
+          flush=True)
     if background > 0.05:
         print(f"  WARNING: other processes used {background:.0%} of the CPUs during {label}; "
               "its numbers are not comparable", file=sys.stderr, flush=True)

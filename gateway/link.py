@@ -21,6 +21,12 @@ The link owns the things that are per leg in SMPP 3.4:
 * **Unanswered incoming requests**: at most `window` of those too; beyond
   that this leg stops reading until responses go out. Together with the
   bounded frame reader this bounds every buffer a peer can make us fill.
+* **Writes**: PDUs written in one loop turn go out as one `write`, at the
+  end of the turn or as soon as half a window of them is waiting. Holding a
+  whole read until all of it was parsed would make each hop wait for the one
+  before (sender, sidecar and carrier taking turns on one core); with two
+  batches in flight the next hop works on the first while this one parses
+  the second (`bench/bench_relay.py`: 0.38 -> 0.7 of direct at window 64).
 * **Upkeep**: answers enquire_link locally, sends one when the leg has been
   idle for `enquire_link_interval`, and closes a leg whose requests time out
   (`response_timeout`); a request that times out is reported to its
@@ -133,6 +139,8 @@ class Link(asyncio.Protocol):
         # for the hot path, and unused commands should not show as zero series).
         self._count: dict[tuple[str, int], Counter] = {}
         self._out: list[bytes | bytearray] = []
+        # Written at once when this many are waiting (see "Writes" above).
+        self._flush_at = max(1, settings.window // 2)
         self._counts_out: dict[int, int] = {}
         self._flush_scheduled = False
         self._loop = asyncio.get_running_loop()
@@ -226,6 +234,8 @@ class Link(asyncio.Protocol):
             self._out.append(out)
             counts = self._counts_out
             counts[command_id] = counts.get(command_id, 0) + 1
+            if len(self._out) >= self._flush_at:
+                self._send_out()
             if not self._flush_scheduled:
                 self._flush_scheduled = True
                 self._loop.call_soon(self._flush)
@@ -262,6 +272,8 @@ class Link(asyncio.Protocol):
             command_id = int.from_bytes(raw[4:8], "big")
             counts = self._counts_out
             counts[command_id] = counts.get(command_id, 0) + 1
+            if len(self._out) >= self._flush_at:
+                self._send_out()
             if not self._flush_scheduled:
                 self._flush_scheduled = True
                 self._loop.call_soon(self._flush)
@@ -332,14 +344,18 @@ class Link(asyncio.Protocol):
             self._loop.call_soon(self._flush)
 
     def _flush(self) -> None:
+        """End of the loop turn: what is left goes out, and the turn's counts."""
         self._flush_scheduled = False
+        self._send_out()
+        counts, self._counts_out = self._counts_out, {}
+        for command_id, n in counts.items():
+            self._counter("out", command_id).inc(n)
+
+    def _send_out(self) -> None:
         out = self._out
         if out and not self._is_closed and self.transport is not None:
             self.transport.write(out[0] if len(out) == 1 else b"".join(out))
         out.clear()
-        counts, self._counts_out = self._counts_out, {}
-        for command_id, n in counts.items():
-            self._counter("out", command_id).inc(n)
 
     def _counter(self, direction: str, command_id: int) -> Counter:
         counter = self._count.get((direction, command_id))
