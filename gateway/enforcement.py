@@ -22,6 +22,7 @@ import secrets
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
+from typing import Final
 
 from prometheus_client import Counter
 
@@ -47,7 +48,11 @@ _MESSAGE_STATE = 0x0427
 _MESSAGE_STATE_REJECTED = 8
 _CONCAT_TTL = 600.0
 _CONCAT_MAX = 100_000
-_SMS_TYPES = {t.value: t for t in SmsType}
+# Final: compiled (gateway.speed), C statics and inlined literals rather
+# than look-ups in the module's dict (and the enum's) per submit.
+_SMS_TYPES: Final = {t.value: t for t in SmsType}
+_perf_counter: Final = time.perf_counter
+_SUBMIT_SM: Final = 0x00000004  # Command.SUBMIT_SM
 
 #: The `app_id` label of submits from senders without a configured account
 #: (`allow_unknown_accounts`): their system_id is the client's choice, so it
@@ -238,7 +243,7 @@ class SmppEnforcer(Enforcer):
     # --- submits ------------------------------------------------------------------
 
     def check_submit(self, session: ProxySession, header: Header, raw: bytes) -> Forward | Answer:
-        peek = pdu_codec.peek_submit_sm(raw) if header.command_id == Command.SUBMIT_SM else None
+        peek = pdu_codec.peek_submit_sm(raw) if header.command_id == _SUBMIT_SM else None
         if peek is not None:
             # A plain submit_sm (no UDH, no TLVs): nothing about concatenation
             # or a type TLV to consider, so four fields decide it.
@@ -251,9 +256,9 @@ class SmppEnforcer(Enforcer):
                                            peek.dest_addr_npi)
             except InvalidNumber as exc:
                 return self._invalid_destination(session, header, label, exc)
-            start = time.perf_counter()
+            start = _perf_counter()
             decision = self._decider.decide_key(app_id, sms_type, target.key, target.in_scope)
-            self._count(label, sms_type, decision, time.perf_counter() - start)
+            self._count(label, sms_type, decision, _perf_counter() - start)
             if decision.allowed:
                 return self._forward
             return self._refuse(session, header, pdu_codec.decode(raw), app_id, sms_type,
@@ -338,9 +343,9 @@ class SmppEnforcer(Enforcer):
     def _decide(self, app_id: str, label: str, sms_type: SmsType, destination: str) -> Decision:
         """Decide one destination and count it under the metric label `label`
         (the app ID of a configured account, else OTHER_APP)."""
-        start = time.perf_counter()
+        start = _perf_counter()
         decision = self._decider.decide(app_id, sms_type, destination)
-        self._count(label, sms_type, decision, time.perf_counter() - start)
+        self._count(label, sms_type, decision, _perf_counter() - start)
         return decision
 
     def _count(self, label: str, sms_type: SmsType, decision: Decision, seconds: float) -> None:

@@ -65,7 +65,7 @@ _COMMAND_NAMES: dict[int, str] = {c.value: c.name.lower() for c in Command}
 
 
 # Requests that have no response PDU (SMPP 3.4 sections 4.1.7, 4.12).
-_NO_RESPONSE = frozenset({Command.OUTBIND, Command.ALERT_NOTIFICATION})
+_NO_RESPONSE: Final = frozenset({Command.OUTBIND, Command.ALERT_NOTIFICATION})
 
 
 def command_name(command_id: int) -> str:
@@ -97,12 +97,50 @@ class LinkSettings:
 # An outstanding request: (deadline, command_id, callback). A plain tuple,
 # because one is made per relayed PDU and a class's __init__ costs more.
 _Pending = tuple[float, int, ResponseCallback]
-# Writes a sequence number into a PDU copy: `_put_u32(pdu, 12, seq)`.
-_put_u32 = struct.Struct(">I").pack_into
+# Writes a sequence number into the output buffer: `_put_u32(out, at, seq)`.
+# (Final: compiled, a C static rather than a module-dict look-up per use.)
+_put_u32: Final = struct.Struct(">I").pack_into
+_monotonic: Final = time.monotonic
 # Literals, not Command members: compiled, a Final literal is a constant in
 # the code, where an enum member is a look-up per use.
 _ENQUIRE_LINK: Final = 0x00000015  # Command.ENQUIRE_LINK
 _ENQUIRE_LINK_RESP: Final = 0x80000015  # Command.ENQUIRE_LINK_RESP
+
+
+class Tally:
+    """PDUs counted by command_id over a batch, for the `optout_pdus_total`
+    counters. A batch is mostly one command repeated (a window of submits, or
+    of their responses), so a run of one command is counted in a plain int and
+    the dict sees each run once: compiled, no int is boxed per PDU."""
+
+    __slots__ = ("_command_id", "_counts", "_run")
+
+    def __init__(self) -> None:
+        self._command_id = -1
+        self._run = 0
+        self._counts: dict[int, int] = {}
+
+    def add(self, command_id: int) -> None:
+        if command_id == self._command_id:
+            self._run += 1
+            return
+        self._end_run()
+        self._command_id = command_id
+        self._run = 1
+
+    def drain(self) -> list[tuple[int, int]]:
+        """(command_id, count) of everything added since the last drain."""
+        self._end_run()
+        items = list(self._counts.items())
+        self._counts.clear()
+        return items
+
+    def _end_run(self) -> None:
+        if self._run:
+            counts = self._counts
+            counts[self._command_id] = counts.get(self._command_id, 0) + self._run
+            self._run = 0
+            self._command_id = -1
 
 
 class Link(asyncio.Protocol):
@@ -128,7 +166,7 @@ class Link(asyncio.Protocol):
         self._reading_paused = False  # by us, for back-pressure
         self._hold = False  # owner asked us to stop delivering requests
         self._write_paused = False
-        self._last_activity = time.monotonic()
+        self._last_activity = _monotonic()
         self._timer: asyncio.TimerHandle | None = None
         self._is_closed = False
         # Set by close(): buffered PDUs are no longer delivered (the closed
@@ -138,10 +176,13 @@ class Link(asyncio.Protocol):
         # Counter children by command id, made on first use (labels() is slow
         # for the hot path, and unused commands should not show as zero series).
         self._count: dict[tuple[str, int], Counter] = {}
-        self._out: list[bytes | bytearray] = []
+        # PDUs to write at the end of the loop turn, back to back (a fresh
+        # buffer after each write: the transport may keep the one it was given).
+        self._out = bytearray()
+        self._waiting = 0  # PDUs in `_out`
         # Written at once when this many are waiting (see "Writes" above).
         self._flush_at = max(1, settings.window // 2)
-        self._counts_out: dict[int, int] = {}
+        self._counts_out = Tally()
         self._flush_scheduled = False
         self._loop = asyncio.get_running_loop()
         # Called once the connection is made (the listener's admission check).
@@ -167,7 +208,7 @@ class Link(asyncio.Protocol):
             self.on_connect(self)
 
     def data_received(self, data: bytes) -> None:
-        self._last_activity = time.monotonic()
+        self._last_activity = _monotonic()
         try:
             self._reader.feed(data)
         except FramingError as exc:
@@ -226,15 +267,16 @@ class Link(asyncio.Protocol):
         pending = self._pending
         if seq > 0x7FFFFFFF or seq in pending:
             seq = self._next_seq_slow(seq)
-        pending[seq] = (time.monotonic() + self._timeout, command_id, callback)
+        pending[seq] = (_monotonic() + self._timeout, command_id, callback)
         if not self._is_closed and self.transport is not None:
             # _write, inlined: one call per relayed PDU is worth saving here.
-            out = bytearray(raw)
-            _put_u32(out, 12, seq)
-            self._out.append(out)
-            counts = self._counts_out
-            counts[command_id] = counts.get(command_id, 0) + 1
-            if len(self._out) >= self._flush_at:
+            out = self._out
+            at = len(out)
+            out += raw
+            _put_u32(out, at + 12, seq)
+            self._counts_out.add(command_id)
+            self._waiting += 1
+            if self._waiting >= self._flush_at:
                 self._send_out()
             if not self._flush_scheduled:
                 self._flush_scheduled = True
@@ -266,13 +308,14 @@ class Link(asyncio.Protocol):
             self._unanswered_in -= 1
         if not self._is_closed and self.transport is not None:
             # _write, inlined: once per relayed response.
-            out = bytearray(raw)
-            _put_u32(out, 12, sequence_number)
-            self._out.append(out)
-            command_id = int.from_bytes(raw[4:8], "big")
-            counts = self._counts_out
-            counts[command_id] = counts.get(command_id, 0) + 1
-            if len(self._out) >= self._flush_at:
+            out = self._out
+            at = len(out)
+            out += raw
+            _put_u32(out, at + 12, sequence_number)
+            # The command_id, from octets the compiled code reads natively.
+            self._counts_out.add(raw[4] << 24 | raw[5] << 16 | raw[6] << 8 | raw[7])
+            self._waiting += 1
+            if self._waiting >= self._flush_at:
                 self._send_out()
             if not self._flush_scheduled:
                 self._flush_scheduled = True
@@ -336,9 +379,9 @@ class Link(asyncio.Protocol):
     def _write(self, raw: bytes | bytearray, command_id: int) -> None:
         if self._is_closed or self.transport is None:
             return
-        self._out.append(raw)
-        counts = self._counts_out
-        counts[command_id] = counts.get(command_id, 0) + 1
+        self._out += raw
+        self._counts_out.add(command_id)
+        self._waiting += 1
         if not self._flush_scheduled:
             self._flush_scheduled = True
             self._loop.call_soon(self._flush)
@@ -347,15 +390,17 @@ class Link(asyncio.Protocol):
         """End of the loop turn: what is left goes out, and the turn's counts."""
         self._flush_scheduled = False
         self._send_out()
-        counts, self._counts_out = self._counts_out, {}
-        for command_id, n in counts.items():
+        for command_id, n in self._counts_out.drain():
             self._counter("out", command_id).inc(n)
 
     def _send_out(self) -> None:
+        if not self._waiting:
+            return
         out = self._out
-        if out and not self._is_closed and self.transport is not None:
-            self.transport.write(out[0] if len(out) == 1 else b"".join(out))
-        out.clear()
+        self._out = bytearray()
+        self._waiting = 0
+        if not self._is_closed and self.transport is not None:
+            self.transport.write(out)
 
     def _counter(self, direction: str, command_id: int) -> Counter:
         counter = self._count.get((direction, command_id))
@@ -368,14 +413,14 @@ class Link(asyncio.Protocol):
 
     def _process(self) -> None:
         """Deliver buffered frames until none is left or we must hold."""
-        counts_in: dict[int, int] = {}
+        counts_in = Tally()
         try:
             self._process_frames(counts_in)
         finally:
-            for command_id, n in counts_in.items():
+            for command_id, n in counts_in.drain():
                 self._counter("in", command_id).inc(n)
 
-    def _process_frames(self, counts_in: dict[int, int]) -> None:
+    def _process_frames(self, counts_in: Tally) -> None:
         # The relay's inner loop, once per PDU: attributes are read into locals
         # and matched responses are handled inline. (`reader.next_pdu()`, not a
         # bound method in a local: compiled, that is a native call.)
@@ -393,7 +438,7 @@ class Link(asyncio.Protocol):
                 break
             header, raw = item
             command_id = header.command_id
-            counts_in[command_id] = counts_in.get(command_id, 0) + 1
+            counts_in.add(command_id)
             if command_id & RESPONSE_BIT:
                 # Sequence 0 is never ours, so a generic_nack for an unreadable
                 # PDU is unmatched too.
@@ -486,7 +531,7 @@ class Link(asyncio.Protocol):
         """Once a second: expire requests and keep an idle leg alive."""
         if self._is_closed:
             return
-        now = time.monotonic()
+        now = _monotonic()
         expired = []
         # Requests are inserted in send order with one timeout, so the expired
         # ones are at the front of the dict.

@@ -28,7 +28,7 @@ import logging
 import ssl
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 from gateway import logs
 from gateway.admission import Admission, Refused
@@ -45,17 +45,20 @@ from metrics import Metrics
 
 log = logging.getLogger("optout.proxy")
 
-BIND_COMMANDS = {
+# Final: compiled (gateway.speed), read from C statics rather than looked up
+# in the module's dict per PDU.
+BIND_COMMANDS: Final = {
     Command.BIND_TRANSMITTER: "tx",
     Command.BIND_RECEIVER: "rx",
     Command.BIND_TRANSCEIVER: "trx",
 }
-SUBMIT_COMMANDS = frozenset({Command.SUBMIT_SM, Command.SUBMIT_MULTI, Command.DATA_SM})
+SUBMIT_COMMANDS: Final = frozenset({Command.SUBMIT_SM, Command.SUBMIT_MULTI, Command.DATA_SM})
 # SMPP 3.4 section 5.1.2.1 reserves this range for SMSC vendors: relayed as is.
-VENDOR_COMMANDS = range(0x00010200, 0x00010300)
-KNOWN_COMMANDS = frozenset(int(c) for c in Command)
+VENDOR_COMMANDS: Final = range(0x00010200, 0x00010300)
+KNOWN_COMMANDS: Final = frozenset(int(c) for c in Command)
 # Requests that have no response PDU.
-NO_RESPONSE = frozenset({Command.OUTBIND, Command.ALERT_NOTIFICATION, Command.GENERIC_NACK})
+NO_RESPONSE: Final = frozenset({Command.OUTBIND, Command.ALERT_NOTIFICATION, Command.GENERIC_NACK})
+_UNBIND: Final = 0x00000006  # Command.UNBIND, as a literal the compiler inlines
 # Concurrent sessions of a system_id that has no [[accounts]] entry (when
 # allow_unknown_accounts lets it bind): the account default.
 DEFAULT_MAX_BINDS = 10
@@ -360,7 +363,7 @@ class ProxySession:
 
     def _from_sender(self, header: Header, raw: bytes) -> None:
         cmd = header.command_id
-        if self._draining and cmd != Command.UNBIND:
+        if self._draining and cmd != _UNBIND:
             # We asked the sender to unbind: a request sent anyway is handed
             # back with a temporary status (senders retry 0x08), never 0x04,
             # which some treat as final.

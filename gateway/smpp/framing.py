@@ -14,16 +14,18 @@ frames straight out of the chunks it is fed (see :class:`FrameReader`).
 from __future__ import annotations
 
 import struct
-from typing import NamedTuple
+from typing import Final, NamedTuple
 
 from .constants import HEADER_LENGTH, MAX_SEQUENCE, CommandStatus
 from .errors import FramingError
 
-_HEADER = struct.Struct(">IIII")
-_U32 = struct.Struct(">I")
-_unpack_header = _HEADER.unpack_from
-_unpack_u32 = _U32.unpack_from
-_pack_u32_into = _U32.pack_into
+# Final: compiled (gateway.speed), a Final name is a C static, where any other
+# module global is a dict look-up per use.
+_HEADER: Final = struct.Struct(">IIII")
+_U32: Final = struct.Struct(">I")
+_unpack_header: Final = _HEADER.unpack_from
+_unpack_u32: Final = _U32.unpack_from
+_pack_u32_into: Final = _U32.pack_into
 
 #: Default cap on one PDU (64 KiB). A 3.4 message_payload TLV can in theory be
 #: longer, but no carrier sends that; raise it per listener if one does.
@@ -41,7 +43,8 @@ class Header(NamedTuple):
 
 # Builds a Header from an already unpacked 4-tuple without the NamedTuple's
 # Python-level __new__ (the relay makes one per PDU).
-_new_tuple = tuple.__new__
+_new_tuple: Final = tuple.__new__
+_HEADER_TYPE: Final = Header
 
 
 def parse_header(raw: bytes | bytearray | memoryview) -> Header:
@@ -231,7 +234,7 @@ class FrameReader:
                 following: int = _unpack_u32(data, end)[0]
                 if following < HEADER_LENGTH or following > self.max_length:
                     self._check_head()
-        return _new_tuple(Header, fields), frame
+        return _new_tuple(_HEADER_TYPE, fields), frame
 
     def _keep_rest(self) -> None:
         """Move an incomplete PDU at the end of the chunk into `_partial`."""
