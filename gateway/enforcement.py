@@ -175,6 +175,13 @@ class SubmitMetrics:
         # Python code (Enum.__hash__), hashing a str does not.
         self._children: dict[tuple[str, str, bool], Counter] = {}
         self._counts: dict[tuple[str, str, bool], int] = {}
+        # The current run of submits with one app ID, type and verdict (a
+        # campaign's submits mostly are): counted in an int, and keyed into
+        # `_counts` once per run rather than once per submit.
+        self._run = 0
+        self._run_app = ""
+        self._run_type = SmsType.MARKETING
+        self._run_blocked = False
         self._scheduled = False
 
     def decided(self, seconds: float | None, app_id: str, sms_type: SmsType,
@@ -183,9 +190,15 @@ class SubmitMetrics:
         an earlier segment's decision was reused)."""
         if seconds is not None:
             self._histogram.add(seconds)
-        key = (app_id, sms_type._value_, blocked)
-        counts = self._counts
-        counts[key] = counts.get(key, 0) + 1
+        if (self._run and app_id is self._run_app and sms_type is self._run_type
+                and blocked == self._run_blocked):
+            self._run += 1
+        else:
+            self._end_run()
+            self._run = 1
+            self._run_app = app_id
+            self._run_type = sms_type
+            self._run_blocked = blocked
         if not self._scheduled:
             try:
                 asyncio.get_running_loop().call_soon(self.flush)
@@ -197,9 +210,16 @@ class SubmitMetrics:
         """Apply what was added up since the last flush."""
         self._scheduled = False
         self._histogram.flush()
+        self._end_run()
         counts, self._counts = self._counts, {}
         for key, n in counts.items():
             self._child(key).inc(n)
+
+    def _end_run(self) -> None:
+        if self._run:
+            key = (self._run_app, self._run_type._value_, self._run_blocked)
+            self._counts[key] = self._counts.get(key, 0) + self._run
+            self._run = 0
 
     def _child(self, key: tuple[str, str, bool]) -> Counter:
         # labels() costs more than the decision itself; keep the children.
