@@ -255,8 +255,12 @@ class SmppEnforcer(Enforcer):
                                smpp.service_type_map.items()}
         # Receipt mode learns the carrier's message-id shape from responses.
         self._on_response = self._learn_message_id if self._receipt_mode else None
-        # Every allowed submit gets this one verdict (the received PDU, as is).
+        # Every allowed submit gets this one verdict (the received PDU, as is),
+        # and every blocked submit_sm outside receipt mode this one answer
+        # (the relay writes the sequence number into its copy).
         self._forward = Forward(None, self._on_response)
+        self._blocked_submit_sm = Answer(pdu_codec.encode(pdu_codec.Pdu(
+            Command.SUBMIT_SM_RESP, self._blocked_status, 0)))
         self._out_of_scope_children: dict[str, Counter] = {}
         self._invalid_destination_children: dict[str, Counter] = {}
 
@@ -281,6 +285,10 @@ class SmppEnforcer(Enforcer):
             self._count(label, sms_type, decision, _perf_counter() - start)
             if decision.allowed:
                 return self._forward
+            if not self._receipt_mode:
+                # Nothing of the PDU but its header goes into the answer.
+                self._log_blocked(session, app_id, sms_type, target.number)
+                return self._blocked_submit_sm
             return self._refuse(session, header, pdu_codec.decode(raw), app_id, sms_type,
                                 target.number)
         try:
@@ -334,13 +342,18 @@ class SmppEnforcer(Enforcer):
     def _refuse(self, session: ProxySession, header: Header, pdu: Pdu, app_id: str,
                 sms_type: SmsType, destination: str | None) -> Answer:
         """Answer a blocked submit_sm / data_sm (the metric already counted it)."""
-        if log.isEnabledFor(logging.DEBUG):  # per blocked submit: a campaign makes many
-            logs.event(log, "submit_blocked", logging.DEBUG, system_id=session.system_id,
-                       app_id=app_id, sms_type=sms_type.value, to=logs.phone(destination))
+        self._log_blocked(session, app_id, sms_type, destination)
         if self._receipt_mode:
             return self._accept_with_receipt(session, pdu)
         return Answer(pdu_codec.encode(pdu_codec.Pdu(
             header.command_id | 0x80000000, self._blocked_status, header.sequence_number)))
+
+    @staticmethod
+    def _log_blocked(session: ProxySession, app_id: str, sms_type: SmsType,
+                     destination: str | None) -> None:
+        if log.isEnabledFor(logging.DEBUG):  # per blocked submit: a campaign makes many
+            logs.event(log, "submit_blocked", logging.DEBUG, system_id=session.system_id,
+                       app_id=app_id, sms_type=sms_type.value, to=logs.phone(destination))
 
     def _classify(
         self, account: AccountConfig | None, system_id: str, pdu: Pdu

@@ -330,6 +330,35 @@ async def test_store_failure_makes_the_carrier_redeliver(world: World) -> None:
 # --- submit variants ---------------------------------------------------------------------
 
 
+async def test_a_burst_of_blocked_and_allowed_submits_is_answered_seq_by_seq(
+        world: World) -> None:
+    """Blocked submit_sm refusals share one PDU inside the sidecar; each must
+    still go back under the sequence number of the submit it answers, in a
+    window sent as one write and mixed with relayed ones."""
+    assert await mo(world, "STOP") == 0  # Alice unsubscribes
+    peer = await world.raw()
+    await peer.bind(system_id="acme")
+    sent: dict[int, int] = {}
+    burst = b""
+    for i in range(20):
+        blocked = i % 3 != 0
+        seq = 1000 + i
+        burst += codec.encode(codec.make_pdu(
+            Command.SUBMIT_SM, sequence_number=seq, source_addr_ton=1, source_addr_npi=1,
+            source_addr=INBOUND_DIGITS.encode(), dest_addr_ton=1, dest_addr_npi=1,
+            destination_addr=(ALICE_DIGITS if blocked else BOB_DIGITS).encode(),
+            short_message=b"Big sale"))
+        sent[seq] = 0x45 if blocked else 0
+    await peer.send_bytes(burst)
+    got = {}
+    for _ in sent:
+        resp = await peer.read_command(Command.SUBMIT_SM_RESP)
+        got[resp.sequence_number] = resp.command_status
+    assert got == sent
+    peer.close()
+
+
+
 async def test_submit_multi_forwards_only_allowed_destinations(world: World) -> None:
     assert await mo(world, "STOP") == 0
     peer = await world.raw()
