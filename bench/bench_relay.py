@@ -236,12 +236,7 @@ def resolve_mode(name: str) -> Mode:
         raise SystemExit(f"--modes: unknown mode {name!r} (known: {', '.join(MODES)})")
     pure, loop = MODES[name]
     env = {**os.environ, "OPTOUT_PURE_PYTHON": pure, "OPTOUT_EVENT_LOOP": loop}
-    done = subprocess.run(sidecar_argv(None, "version"), capture_output=True, text=True,
-                          env=env, timeout=120)
-    if done.returncode != 0:
-        raise SystemExit(f"mode {name}: `optout-sidecar version` failed: {done.stderr.strip()}")
-    lines = dict(line.split(": ", 1) for line in done.stdout.splitlines() if ": " in line)
-    hot_path, event_loop = lines.get("hot path", "?"), lines.get("event loop", "?")
+    hot_path, event_loop = describe(name, env)
     if name.startswith("compiled") and not hot_path.startswith("compiled"):
         raise SystemExit(f"mode {name}: the hot path here is {hot_path!r}; build it first "
                          "(`pip install .` with a C compiler, or in a checkout "
@@ -249,6 +244,23 @@ def resolve_mode(name: str) -> Mode:
     if "STALE" in hot_path:
         raise SystemExit(f"mode {name}: {hot_path}; rebuild before measuring")
     return Mode(name, env, hot_path, event_loop)
+
+
+def describe(name: str, env: dict[str, str]) -> tuple[str, str]:
+    """(hot path, event loop) as `optout-sidecar version` reports them under `env`."""
+    done = subprocess.run(sidecar_argv(None, "version"), capture_output=True, text=True,
+                          env=env, timeout=120)
+    if done.returncode != 0:
+        raise SystemExit(f"mode {name}: `optout-sidecar version` failed: {done.stderr.strip()}")
+    lines = dict(line.split(": ", 1) for line in done.stdout.splitlines() if ": " in line)
+    return lines.get("hot path", "?"), lines.get("event loop", "?")
+
+
+def installed_mode() -> Mode:
+    """What a sidecar started without --modes' overrides runs (the rows that
+    are not a --modes comparison)."""
+    env = dict(os.environ)
+    return Mode("installed", env, *describe("installed", env))
 
 
 # --- preloading the store -----------------------------------------------------------
@@ -376,10 +388,11 @@ def run_load(label: str, port: int, args: argparse.Namespace, sink: Child, *,
     if cpu is not None:
         shares["sidecar"] = cpu
     split = ", ".join(f"{k} {v / done_n * 1e6:.1f}" for k, v in shares.items())
+    # (Under py-spy `ours` is the whole machine's busy time, py-spy included.)
+    busy_share = "" if spy is not None else f"; CPUs busy {ours / wall:.2f} of {os.cpu_count()}"
     print(f"  {label}: {result.throughput:,.0f} msg/s, p50 {result.data['p50_us']:,.0f} us, "
           f"p99 {result.data['p99_us']:,.0f} us, other load {background:.0%}; "
-          f"CPU us/submit: {split}; CPUs busy {ours / wall:.2f} of {os.cpu_count()}",
-          flush=True)
+          f"CPU us/submit: {split}{busy_share}", flush=True)
     if background > 0.05:
         print(f"  WARNING: other processes used {background:.0%} of the CPUs during {label}; "
               "its numbers are not comparable", file=sys.stderr, flush=True)
@@ -552,7 +565,7 @@ def main() -> int:
     assert direct is not None
     print_table(results, direct, rate_direct)
     if args.markdown is not None or args.readme is not None:
-        table = markdown_table(results, direct, rate_direct)
+        table = markdown_table(results, direct, rate_direct, installed_mode())
         if args.markdown is not None:
             args.markdown.write_text(table)
         if args.readme is not None:
@@ -603,7 +616,8 @@ def compare_modes(modes: list[Mode], work: Path, sink: Child, sink_port: int,
     return pick(directs, "throughput"), chosen
 
 
-def markdown_table(results: list[Result], direct: Result, rate_direct: Result | None) -> str:
+def markdown_table(results: list[Result], direct: Result, rate_direct: Result | None,
+                   installed: Mode) -> str:
     """The results as the README shows them (written by --markdown/--readme,
     never typed by hand)."""
     lines = [
@@ -612,7 +626,7 @@ def markdown_table(results: list[Result], direct: Result, rate_direct: Result | 
         f"{sys.version.split()[0]}; load generator, sidecar and sink are three processes.",
         "",
         "| run | hot path | event loop | msg/s | ratio to direct | p99 | "
-        "sidecar CPU per relayed submit | other load | every run: ratio, CPU |",
+        "sidecar CPU per submit | other load | every run: ratio (rate runs: p99), CPU |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
@@ -624,25 +638,36 @@ def markdown_table(results: list[Result], direct: Result, rate_direct: Result | 
             ratio = r.throughput / base.throughput if base.throughput and r is not base else None
         cpu = (f"{r.sidecar_cpu / d['total_completed'] * 1e6:.1f} µs"
                if r.sidecar_cpu is not None and d.get("total_completed") else "-")
-        hot = r.mode.hot_path.split(" (")[0] if r.mode is not None else "-"
-        loop = r.mode.event_loop.split(" (")[0] if r.mode is not None else "-"
+        mode = r.mode if r.mode is not None else (installed if r.sidecar_cpu is not None
+                                                  else None)
+        hot = mode.hot_path.split(" (")[0] if mode is not None else "-"
+        loop = mode.event_loop.split(" (")[0] if mode is not None else "-"
+        every = ("; ".join(_run_summary(x, rate_direct if d.get("rate") else direct)
+                           for x in r.spread)
+                 if r.sidecar_cpu is not None else "")
         label = r.label + (f" @ {d['rate']:,.0f}/s" if d.get("rate") and "@" not in r.label
                            else "")
         lines.append(
             f"| {label} | {hot} | {loop} | {r.throughput:,.0f} | "
             f"{f'**{ratio:.2f}**' if ratio is not None else '-'} | "
             f"{d['p99_us'] / 1000:.2f} ms | {cpu} | {r.background:.0%} | "
-            f"{'; '.join(_run_summary(x) for x in r.spread) or '-'} |")
+            f"{every or '-'} |")
     lines += ["", "Ratio: sidecar throughput / the direct run just before it (same load "
               "generator and sink). Other load: CPU share used by processes outside the "
               "benchmark during the run (the machine is shared; above ~5% the row is noisy)."]
     return "\n".join(lines) + "\n"
 
 
-def _run_summary(r: Result) -> str:
+def _run_summary(r: Result, base: Result | None) -> str:
+    """One run of a row: its ratio (a rate run: its p99) and sidecar CPU."""
     cpu = (f", {r.sidecar_cpu / r.data['total_completed'] * 1e6:.1f} µs"
            if r.sidecar_cpu is not None and r.data.get("total_completed") else "")
-    return f"{r.ratio_to_pair:.2f}{cpu}"
+    if r.data.get("rate"):
+        return f"p99 {r.data['p99_us'] / 1000:.2f} ms{cpu}"
+    if r.paired is not None:
+        return f"{r.ratio_to_pair:.2f}{cpu}"
+    ratio = r.throughput / base.throughput if base is not None and base.throughput else 0.0
+    return f"{ratio:.2f}{cpu}"
 
 
 START_MARK = "<!-- bench_relay:start -->"
@@ -665,6 +690,7 @@ def pick(runs: list[Result], by: str) -> Result:
     ordered = sorted(runs, key=(lambda r: r.throughput) if by == "throughput"
                      else (lambda r: float(r.data["p99_us"])))
     chosen = ordered[(len(ordered) - 1) // 2]
+    chosen.spread = list(runs)
     if len(runs) > 1:
         chosen.note = (f"median of {len(runs)}: " + ", ".join(
             f"{r.throughput:,.0f}/s p99 {r.data['p99_us'] / 1000:.2f} ms" for r in runs))

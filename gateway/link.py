@@ -21,12 +21,13 @@ The link owns the things that are per leg in SMPP 3.4:
 * **Unanswered incoming requests**: at most `window` of those too; beyond
   that this leg stops reading until responses go out. Together with the
   bounded frame reader this bounds every buffer a peer can make us fill.
-* **Writes**: PDUs written in one loop turn go out as one `write`, at the
-  end of the turn or as soon as half a window of them is waiting. Holding a
-  whole read until all of it was parsed would make each hop wait for the one
-  before (sender, sidecar and carrier taking turns on one core); with two
-  batches in flight the next hop works on the first while this one parses
-  the second (`bench/bench_relay.py`: 0.38 -> 0.7 of direct at window 64).
+* **Writes**: the PDUs a leg sends are collected in one buffer and written
+  with one `write` per half window of them, the rest at the end of the loop
+  turn. Holding a whole read until all of it was parsed would make each hop
+  wait for the one before (sender, sidecar and carrier taking turns on one
+  core); with two batches in flight the next hop works on the first while
+  this one parses the second (`bench/bench_relay.py` prints how many CPUs
+  the three processes keep busy). Nothing is written once `close()` ran.
 * **Upkeep**: answers enquire_link locally, sends one when the leg has been
   idle for `enquire_link_interval`, and closes a leg whose requests time out
   (`response_timeout`); a request that times out is reported to its
@@ -176,8 +177,8 @@ class Link(asyncio.Protocol):
         # Counter children by command id, made on first use (labels() is slow
         # for the hot path, and unused commands should not show as zero series).
         self._count: dict[tuple[str, int], Counter] = {}
-        # PDUs to write at the end of the loop turn, back to back (a fresh
-        # buffer after each write: the transport may keep the one it was given).
+        # PDUs not written yet, back to back (a fresh buffer after each
+        # write: the transport may keep the one it was given).
         self._out = bytearray()
         self._waiting = 0  # PDUs in `_out`
         # Written at once when this many are waiting (see "Writes" above).
@@ -268,7 +269,7 @@ class Link(asyncio.Protocol):
         if seq > 0x7FFFFFFF or seq in pending:
             seq = self._next_seq_slow(seq)
         pending[seq] = (_monotonic() + self._timeout, command_id, callback)
-        if not self._is_closed and self.transport is not None:
+        if not self._closing and self.transport is not None:
             # _write, inlined: one call per relayed PDU is worth saving here.
             out = self._out
             at = len(out)
@@ -306,7 +307,7 @@ class Link(asyncio.Protocol):
         """Answer a request this leg received, with the peer's sequence number."""
         if self._unanswered_in > 0:
             self._unanswered_in -= 1
-        if not self._is_closed and self.transport is not None:
+        if not self._closing and self.transport is not None:
             # _write, inlined: once per relayed response.
             out = self._out
             at = len(out)
@@ -377,11 +378,13 @@ class Link(asyncio.Protocol):
     # --- internals --------------------------------------------------------------
 
     def _write(self, raw: bytes | bytearray, command_id: int) -> None:
-        if self._is_closed or self.transport is None:
+        if self._closing or self.transport is None:
             return
         self._out += raw
         self._counts_out.add(command_id)
         self._waiting += 1
+        if self._waiting >= self._flush_at:
+            self._send_out()
         if not self._flush_scheduled:
             self._flush_scheduled = True
             self._loop.call_soon(self._flush)

@@ -398,7 +398,7 @@ class ProxySession:
                 return
             self.ctx.admission.bind_started(self)
             self._start_task(self._bind(header, raw))
-        elif cmd == Command.UNBIND:
+        elif cmd == _UNBIND:
             self._start_task(self._unbind_from(self.sender, header))
         else:
             self._relay_request(self.sender, header, raw)
@@ -408,7 +408,7 @@ class ProxySession:
     def _from_upstream(self, header: Header, raw: bytes) -> None:
         assert self.upstream is not None
         cmd = header.command_id
-        if cmd == Command.UNBIND:
+        if cmd == _UNBIND:
             self._start_task(self._unbind_from(self.upstream, header))
         elif cmd in (Command.DELIVER_SM, Command.DATA_SM):
             if self._draining:

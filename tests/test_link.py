@@ -103,3 +103,48 @@ async def test_responses_leave_every_half_window_too(
     sent = frames_readable(peer)
     assert [int.from_bytes(f[12:16], "big") for f in sent] == [1, 2, 3, 4, 5]
     assert all(f[16:] == RESP[16:] for f in sent)
+
+
+def sent_count(link: Link, command: str) -> float | None:
+    return link.metrics.registry.get_sample_value(
+        "optout_pdus_total", {"side": "upstream", "direction": "out", "command": command})
+
+
+async def test_pdus_sent_mid_turn_and_at_its_end_are_each_counted_once_in_order(
+    leg: tuple[Link, socket.socket],
+) -> None:
+    link, peer = leg
+    for _ in range(4):
+        link.relay_request(SUBMIT, Command.SUBMIT_SM, lambda h, r: None)
+    link.send_response(RESP, 99)  # the fifth: the first half window goes out
+    link.relay_request(SUBMIT, Command.SUBMIT_SM, lambda h, r: None)
+    link.send_response(RESP, 98)
+    link.relay_request(SUBMIT, Command.SUBMIT_SM, lambda h, r: None)
+    await next_turn()
+    frames = frames_readable(peer)
+    assert [(int.from_bytes(f[4:8], "big"), int.from_bytes(f[12:16], "big"))
+            for f in frames] == [
+        (Command.SUBMIT_SM, 1), (Command.SUBMIT_SM, 2), (Command.SUBMIT_SM, 3),
+        (Command.SUBMIT_SM, 4), (Command.SUBMIT_SM_RESP, 99), (Command.SUBMIT_SM, 5),
+        (Command.SUBMIT_SM_RESP, 98), (Command.SUBMIT_SM, 6)]
+    assert (sent_count(link, "submit_sm"), sent_count(link, "submit_sm_resp")) == (6, 2)
+
+
+async def test_close_writes_what_is_waiting_and_nothing_after(
+    leg: tuple[Link, socket.socket],
+) -> None:
+    link, peer = leg
+    link.relay_request(SUBMIT, Command.SUBMIT_SM, lambda h, r: None)
+    link.close("done")
+    for _ in range(10):  # past a half window: nothing may go out any more
+        link.relay_request(SUBMIT, Command.SUBMIT_SM, lambda h, r: None)
+        link.send_response(RESP, 5)
+    await asyncio.wait_for(link.closed, 5)
+    peer.setblocking(True)
+    peer.settimeout(5)
+    received = b""
+    while chunk := peer.recv(65536):
+        received += chunk
+    assert received == SUBMIT[:12] + (1).to_bytes(4, "big") + SUBMIT[16:]
+    assert sent_count(link, "submit_sm") == 1
+    assert sent_count(link, "submit_sm_resp") is None

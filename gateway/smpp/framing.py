@@ -44,6 +44,8 @@ class Header(NamedTuple):
 # Builds a Header from an already unpacked 4-tuple without the NamedTuple's
 # Python-level __new__ (the relay makes one per PDU).
 _new_tuple: Final = tuple.__new__
+# The class itself, Final for the same reason: compiled, `Header` (not a
+# native class) would be a module-dict look-up per PDU.
 _HEADER_TYPE: Final = Header
 
 
