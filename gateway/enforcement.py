@@ -281,7 +281,7 @@ class SmppEnforcer(Enforcer):
             except InvalidNumber as exc:
                 return self._invalid_destination(session, header, label, exc)
             start = _perf_counter()
-            decision = self._decider.decide_key(app_id, sms_type, target.key, target.in_scope)
+            decision = self._decider.verdict_key(app_id, sms_type, target.key, target.in_scope)
             self._count(label, sms_type, decision, _perf_counter() - start)
             if decision.allowed:
                 return self._forward

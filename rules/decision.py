@@ -21,13 +21,16 @@ from rules import numbers
 from rules.index import UnsubscribedIndex
 from rules.model import ALL_SMS_TYPES, BlockedBy, Decision, SmsType
 
-__all__ = ["ALLOWED", "DEFAULT_RULE", "OUT_OF_SCOPE", "Decider", "RuleBook", "decide"]
+__all__ = ["ALLOWED", "BLOCKED", "DEFAULT_RULE", "OUT_OF_SCOPE", "Decider", "RuleBook", "blocks",
+           "decide"]
 
 DEFAULT_RULE = "default"
 """`BlockedBy.rule` when the address's default rule matched."""
 
 ALLOWED = Decision(allowed=True, in_scope=True)
 OUT_OF_SCOPE = Decision(allowed=True, in_scope=False)
+BLOCKED = Decision(allowed=False, in_scope=True)
+"""`Decider.verdict_key`'s blocked decision: the reasons left out."""
 
 _EMPTY: Mapping[str, frozenset[SmsType]] = MappingProxyType({})
 
@@ -59,13 +62,7 @@ def decide(hits: Iterable[int], app_id: str, sms_type: SmsType, book: RuleBook) 
     """
     blocked_by: list[BlockedBy] = []
     for address_id in hits:
-        app_rules = book.rules.get(address_id, _EMPTY)
-        rule_types = app_rules.get(app_id)
-        if rule_types is not None:
-            rule_name = app_id
-        else:
-            rule_name = DEFAULT_RULE
-            rule_types = book.defaults.get(address_id, ALL_SMS_TYPES)
+        rule_name, rule_types = _rule(book, address_id, app_id)
         if sms_type in rule_types:
             blocked_by.append(
                 BlockedBy(
@@ -77,6 +74,21 @@ def decide(hits: Iterable[int], app_id: str, sms_type: SmsType, book: RuleBook) 
     if not blocked_by:
         return ALLOWED
     return Decision(allowed=False, in_scope=True, blocked_by=tuple(blocked_by))
+
+
+def blocks(hits: Iterable[int], app_id: str, sms_type: SmsType, book: RuleBook) -> bool:
+    """Whether `decide` would block, without naming what blocks: the relay's
+    question per submit, answered without making an object per address."""
+    return any(sms_type in _rule(book, address_id, app_id)[1] for address_id in hits)
+
+
+def _rule(book: RuleBook, address_id: int, app_id: str) -> tuple[str, frozenset[SmsType]]:
+    """The rule that applies to `app_id` at an address: (its name, its types).
+    An address id the book does not know gets the block-all default."""
+    rule_types = book.rules.get(address_id, _EMPTY).get(app_id)
+    if rule_types is not None:
+        return app_id, rule_types
+    return DEFAULT_RULE, book.defaults.get(address_id, ALL_SMS_TYPES)
 
 
 class Decider:
@@ -110,4 +122,13 @@ class Decider:
         hits = self.index.addresses_of(key)
         if hits:
             return decide(hits, app_id, sms_type, self.book)
+        return ALLOWED if in_scope else OUT_OF_SCOPE
+
+    def verdict_key(self, app_id: str, sms_type: SmsType, key: int, in_scope: bool) -> Decision:
+        """`decide_key` for the relay, which needs only the verdict: one of
+        ALLOWED, OUT_OF_SCOPE and BLOCKED (whose `blocked_by` is empty), so a
+        refused submit makes no objects."""
+        hits = self.index.addresses_of(key)
+        if hits:
+            return BLOCKED if blocks(hits, app_id, sms_type, self.book) else ALLOWED
         return ALLOWED if in_scope else OUT_OF_SCOPE

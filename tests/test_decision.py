@@ -11,7 +11,7 @@ import pytest
 from rules import decision, numbers
 from rules.decision import DEFAULT_RULE, RuleBook
 from rules.index import UnsubscribedIndex
-from rules.model import ALL_SMS_TYPES, BlockedBy, SmsType, Source
+from rules.model import ALL_SMS_TYPES, BlockedBy, Decision, SmsType, Source
 from rules.service import OptOutService
 
 M, N, V = SmsType.MARKETING, SmsType.NOTIFICATION, SmsType.VERIFICATION
@@ -47,6 +47,13 @@ def test_decision_table(
     assert [(b.inbound_address, b.rule) for b in result.blocked_by] == expected
 
 
+@pytest.mark.parametrize(("hits", "app", "sms_type", "expected"), CASES)
+def test_blocks_agrees_with_the_decision_table(
+    hits: tuple[int, ...], app: str, sms_type: SmsType, expected: list[tuple[str, str]]
+) -> None:
+    assert decision.blocks(hits, app, sms_type, BOOK) is bool(expected)
+
+
 def test_blocked_by_names_the_types_of_the_matching_rule() -> None:
     result = decision.decide((1,), "app2", M, BOOK)
     assert result.blocked_by == (BlockedBy("+18005550199", DEFAULT_RULE, frozenset({M, N})),)
@@ -71,6 +78,28 @@ def test_a_decider_decides_against_the_index_and_book_it_was_given() -> None:
     assert decider.decide("app2", M, "not a number") == decision.OUT_OF_SCOPE
     assert decider.decide_key("app2", M, numbers.to_key("+442079460000"), False) \
         == decision.OUT_OF_SCOPE
+
+
+def test_the_relays_verdict_is_the_decision_without_its_reasons() -> None:
+    # given alice unsubscribed at addresses 1 and 2
+    alice = numbers.to_key("+14155550100")
+    index = UnsubscribedIndex()
+    index.add(alice, 1)
+    index.add(alice, 2)
+    decider = decision.Decider(index, BOOK)
+    # then each verdict is the decision's, as one of three shared constants
+    for app, sms_type in [("app1", M), ("app1", N), ("app1", V), ("quiet", M), ("app2", V)]:
+        verdict = decider.verdict_key(app, sms_type, alice, True)
+        full = decider.decide_key(app, sms_type, alice, True)
+        assert (verdict.allowed, verdict.in_scope) == (full.allowed, full.in_scope)
+        assert verdict is (decision.ALLOWED if full.allowed else decision.BLOCKED)
+    assert Decision(allowed=False, in_scope=True, blocked_by=()) == decision.BLOCKED
+    # ... and a number that never opted out is allowed, or out of scope
+    bob = numbers.to_key("+14155550101")
+    assert decider.verdict_key("app1", M, bob, True) is decision.ALLOWED
+    assert decider.verdict_key("app1", M, bob, False) is decision.OUT_OF_SCOPE
+    # whatever the scope flag says of a number that has opted out somewhere
+    assert decider.verdict_key("app1", M, alice, False) is decision.BLOCKED
 
 
 # --- through the service ---------------------------------------------------------
