@@ -285,12 +285,10 @@ class SmppEnforcer(Enforcer):
             self._count(label, sms_type, decision, _perf_counter() - start)
             if decision.allowed:
                 return self._forward
-            if not self._receipt_mode:
-                # Nothing of the PDU but its header goes into the answer.
-                self._log_blocked(session, app_id, sms_type, target.number)
-                return self._blocked_submit_sm
-            return self._refuse(session, header, pdu_codec.decode(raw), app_id, sms_type,
-                                target.number)
+            self._log_blocked(session, app_id, sms_type, target.number)
+            if self._receipt_mode:
+                return self._accept_with_receipt(session, pdu_codec.decode(raw))
+            return self._blocked_submit_sm  # nothing but the header goes into it
         try:
             pdu = pdu_codec.decode(raw)
         except SmppError as exc:

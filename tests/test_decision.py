@@ -81,18 +81,26 @@ def test_a_decider_decides_against_the_index_and_book_it_was_given() -> None:
 
 
 def test_the_relays_verdict_is_the_decision_without_its_reasons() -> None:
-    # given alice unsubscribed at addresses 1 and 2
-    alice = numbers.to_key("+14155550100")
+    # given alice unsubscribed at address 1, carol at addresses 1 and 2
+    alice, carol = numbers.to_key("+14155550100"), numbers.to_key("+14155550102")
     index = UnsubscribedIndex()
     index.add(alice, 1)
-    index.add(alice, 2)
+    index.add(carol, 1)
+    index.add(carol, 2)
     decider = decision.Decider(index, BOOK)
     # then each verdict is the decision's, as one of three shared constants
-    for app, sms_type in [("app1", M), ("app1", N), ("app1", V), ("quiet", M), ("app2", V)]:
-        verdict = decider.verdict_key(app, sms_type, alice, True)
-        full = decider.decide_key(app, sms_type, alice, True)
-        assert (verdict.allowed, verdict.in_scope) == (full.allowed, full.in_scope)
-        assert verdict is (decision.ALLOWED if full.allowed else decision.BLOCKED)
+    verdicts = []
+    for key in (alice, carol):
+        for app, sms_type in [("app1", M), ("app1", N), ("app1", V), ("quiet", M),
+                              ("app2", N), ("app2", V)]:
+            verdict = decider.verdict_key(app, sms_type, key, True)
+            full = decider.decide_key(app, sms_type, key, True)
+            assert (verdict.allowed, verdict.in_scope) == (full.allowed, full.in_scope)
+            assert verdict is (decision.ALLOWED if full.allowed else decision.BLOCKED)
+            verdicts.append(verdict.allowed)
+    # (the app's own rule, the default and both addresses each decided some)
+    assert verdicts == [False, True, True, True, False, True,
+                        False, False, False, False, False, False]
     assert Decision(allowed=False, in_scope=True, blocked_by=()) == decision.BLOCKED
     # ... and a number that never opted out is allowed, or out of scope
     bob = numbers.to_key("+14155550101")

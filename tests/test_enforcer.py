@@ -207,7 +207,8 @@ async def test_a_submit_to_an_opted_out_number_is_refused_with_the_blocked_statu
     assert rig.submits("blocked") == 1 and rig.submits("allowed") == 0
     # the same for a submit that needs the full decode
     with_tlv = answered(rig.submit(session, submit_sm(seq=42, tlvs=[Tlv(0x0204, b"\x00\x01")])))
-    assert (with_tlv.command_status, with_tlv.sequence_number) == (BLOCKED, 42)
+    assert (with_tlv.command_id, with_tlv.command_status, with_tlv.sequence_number) == (
+        Command.SUBMIT_SM_RESP, BLOCKED, 42)
     assert events(caplog, "submit_blocked") == 2 * [
         {"system_id": "acme", "app_id": APP, "sms_type": "marketing", "to": "+1415*****23"}]
     # per blocked submit, so DEBUG: a campaign makes many

@@ -45,7 +45,10 @@ def reference(decisions: list[tuple[float | None, str, SmsType, bool]]) -> Metri
 
 DECISIONS: list[tuple[float | None, str, SmsType, bool]] = [
     (d, "app", SmsType.MARKETING, i % 3 == 0) for i, d in enumerate(DURATIONS)
-] + [(None, "app", SmsType.MARKETING, True), (2e-6, "other", SmsType.MARKETING, False)]
+] + [(None, "app", SmsType.MARKETING, True), (2e-6, "other", SmsType.MARKETING, False),
+     # a run broken by the app alone, then by the type alone
+     (3e-6, "app", SmsType.MARKETING, False), (3e-6, "other", SmsType.MARKETING, False),
+     (3e-6, "other", SmsType.NOTIFICATION, False)]
 
 
 async def test_batched_metrics_equal_per_submit_updates_after_one_loop_turn() -> None:
