@@ -65,6 +65,12 @@ def frames_readable(peer: socket.socket) -> list[bytes]:
     return frames
 
 
+def relay(link: Link, count: int = 1) -> None:
+    """Relay `count` submit_sm through the leg (their responses ignored)."""
+    for _ in range(count):
+        link.relay_request(SUBMIT, Command.SUBMIT_SM, lambda h, r: None)
+
+
 async def next_turn() -> None:
     turned = asyncio.Event()
     asyncio.get_running_loop().call_soon(turned.set)
@@ -75,17 +81,15 @@ async def test_relayed_requests_leave_every_half_window_and_the_rest_at_the_turn
     leg: tuple[Link, socket.socket],
 ) -> None:
     link, peer = leg
-    for _ in range(4):
-        link.relay_request(SUBMIT, Command.SUBMIT_SM, lambda h, r: None)
+    relay(link, 4)
     # Fewer than half a window (5) wait for the end of the loop turn ...
     assert frames_readable(peer) == []
-    link.relay_request(SUBMIT, Command.SUBMIT_SM, lambda h, r: None)
+    relay(link)
     # ... the fifth sends all five at once, before the caller goes on.
     first = frames_readable(peer)
     assert [int.from_bytes(f[12:16], "big") for f in first] == [1, 2, 3, 4, 5]
     assert all(f[16:] == SUBMIT[16:] for f in first)
-    for _ in range(2):
-        link.relay_request(SUBMIT, Command.SUBMIT_SM, lambda h, r: None)
+    relay(link, 2)
     assert frames_readable(peer) == []
     await next_turn()
     rest = frames_readable(peer)
@@ -114,12 +118,11 @@ async def test_pdus_sent_mid_turn_and_at_its_end_are_each_counted_once_in_order(
     leg: tuple[Link, socket.socket],
 ) -> None:
     link, peer = leg
-    for _ in range(4):
-        link.relay_request(SUBMIT, Command.SUBMIT_SM, lambda h, r: None)
+    relay(link, 4)
     link.send_response(RESP, 99)  # the fifth: the first half window goes out
-    link.relay_request(SUBMIT, Command.SUBMIT_SM, lambda h, r: None)
+    relay(link)
     link.send_response(RESP, 98)
-    link.relay_request(SUBMIT, Command.SUBMIT_SM, lambda h, r: None)
+    relay(link)
     await next_turn()
     frames = frames_readable(peer)
     assert [(int.from_bytes(f[4:8], "big"), int.from_bytes(f[12:16], "big"))
@@ -134,10 +137,10 @@ async def test_close_writes_what_is_waiting_and_nothing_after(
     leg: tuple[Link, socket.socket],
 ) -> None:
     link, peer = leg
-    link.relay_request(SUBMIT, Command.SUBMIT_SM, lambda h, r: None)
+    relay(link)
     link.close("done")
     for _ in range(10):  # past a half window: nothing may go out any more
-        link.relay_request(SUBMIT, Command.SUBMIT_SM, lambda h, r: None)
+        relay(link)
         link.send_response(RESP, 5)
     await asyncio.wait_for(link.closed, 5)
     peer.setblocking(True)
