@@ -658,6 +658,25 @@ async def test_receipt_mode_accepts_a_blocked_submit_and_sends_a_rejectd_receipt
         receiver.sock.close()
 
 
+async def test_receipt_mode_receipts_a_submit_that_needs_the_full_decode_too(
+        receipt_rig: Rig) -> None:
+    rig = receipt_rig
+    await rig.stop()
+    receiver = await Receiver.bind(rig)
+    verdict = rig.submit(rig.sender(), submit_sm(seq=9, registered_delivery=1,
+                                                 tlvs=[Tlv(0x0204, b"\x00\x01")]))
+    assert isinstance(verdict, Answer) and verdict.after is not None
+    message_id = codec.decode(verdict.raw).get_bytes("message_id")
+    verdict.after()
+    try:
+        receipt = await receiver.read()
+        assert receipt.command_id == Command.DELIVER_SM
+        assert b" stat:REJECTD err:045 " in receipt.message_bytes()
+        assert receipt.get_tlv(0x001E) == message_id + b"\x00"
+    finally:
+        receiver.sock.close()
+
+
 async def test_receipt_mode_without_a_receipt_request_sends_none(receipt_rig: Rig) -> None:
     rig = receipt_rig
     await rig.stop()
