@@ -21,6 +21,7 @@ import dataclasses
 import getpass
 import importlib.metadata
 import logging
+import os
 import secrets
 import signal
 import sys
@@ -52,6 +53,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_CONFIG
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # Whoever read our output stopped (`optout-sidecar export | head`):
+        # end quietly, as other command-line tools do. stdout now points at
+        # /dev/null, so the interpreter's flush at exit does not fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # 128 + SIGPIPE, what a shell reports for such a tool
 
 
 def _parser() -> argparse.ArgumentParser:

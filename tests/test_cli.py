@@ -4,6 +4,7 @@ list, export it back, and `run` on embedded defaults."""
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 import subprocess
 import sys
@@ -125,3 +126,16 @@ def test_a_database_that_is_down_at_start_is_one_line_and_exit_1(tmp_path: Path)
     assert done.returncode == 1
     assert "optout-sidecar: cannot start: cannot open store" in done.stderr
     assert "Traceback" not in done.stderr and "s3cret" not in done.stderr + done.stdout
+
+
+def test_output_to_a_reader_that_went_away_ends_quietly(tmp_path: Path) -> None:
+    """`optout-sidecar version | head -0`: no traceback, the SIGPIPE status."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader is gone before anything is written
+    try:
+        done = subprocess.run([sys.executable, "-m", "gateway.cli", "version"], cwd=tmp_path,
+                              stdout=write_end, stderr=subprocess.PIPE, text=True, timeout=60)
+    finally:
+        os.close(write_end)
+    assert done.returncode == 141
+    assert done.stderr == ""
