@@ -256,8 +256,8 @@ class SmppEnforcer(Enforcer):
         # Receipt mode learns the carrier's message-id shape from responses.
         self._on_response = self._learn_message_id if self._receipt_mode else None
         # Every allowed submit gets this one verdict (the received PDU, as is),
-        # and every blocked submit_sm outside receipt mode this one answer
-        # (the relay writes the sequence number into its copy).
+        # and every blocked plain submit_sm (the peek's) outside receipt mode
+        # this one answer (the relay writes the sequence number into its copy).
         self._forward = Forward(None, self._on_response)
         self._blocked_submit_sm = Answer(pdu_codec.encode(pdu_codec.Pdu(
             Command.SUBMIT_SM_RESP, self._blocked_status, 0)))
