@@ -5,11 +5,14 @@ records, and failures surfacing as StoreUnavailable. Tests taking
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
 import socket
 import sqlite3
+from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -26,6 +29,16 @@ LATEST = {"sqlite": sqlite_schema.SCHEMA_VERSION, "postgresql": pg_schema.SCHEMA
 
 def url_for(path: Path) -> str:
     return f"sqlite:///{path}"  # absolute path -> sqlite:////abs/path.db
+
+
+@contextlib.asynccontextmanager
+async def opened(path: Path, **options: Any) -> AsyncIterator[SqliteStore]:
+    """The SQLite store at `path`, closed when the block ends."""
+    store = await Store.open(url_for(path), **options)
+    try:
+        yield store
+    finally:
+        await store.close()
 
 
 @pytest.mark.parametrize(
@@ -91,11 +104,8 @@ async def test_unreachable_postgresql_is_store_unavailable() -> None:
 async def test_fresh_file_is_migrated_to_the_current_version(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, "rules.store.sqlite")
-    store = await Store.open(url_for(tmp_path / "new.db"))
-    try:
+    async with opened(tmp_path / "new.db") as store:
         assert await store.schema_version() == sqlite_schema.SCHEMA_VERSION
-    finally:
-        await store.close()
     assert [r.getMessage() for r in caplog.records if r.name == "rules.store.sqlite"] == [
         f"store: migrating schema to version {v}"
         for v in range(1, sqlite_schema.SCHEMA_VERSION + 1)]
@@ -271,20 +281,16 @@ async def _insert_one(store: SqliteStore) -> None:
 
 
 async def test_an_import_at_a_time_that_is_not_finite_is_refused(tmp_path: Path) -> None:
-    store = await Store.open(url_for(tmp_path / "s.db"))
-    try:
+    async with opened(tmp_path / "s.db") as store:
         for at in (float("nan"), float("inf")):
             with pytest.raises(ValueError, match=r"record time must be finite, not (nan|inf)"):
                 async with store.transaction() as tx:
                     await tx.insert_import_records([("+14155550100", "+18005550199")], at=at,
                                                    actor=None)
-    finally:
-        await store.close()
 
 
 async def test_a_connection_lost_under_the_store_is_store_unavailable(tmp_path: Path) -> None:
-    store = await Store.open(url_for(tmp_path / "s.db"))
-    try:
+    async with opened(tmp_path / "s.db") as store:
         # the driver's connection goes away without the store closing it
         await store._conn.close()
         with pytest.raises(StoreUnavailable):
@@ -294,8 +300,6 @@ async def test_a_connection_lost_under_the_store_is_store_unavailable(tmp_path: 
             async with store.transaction() as tx:
                 tx.add_change("x", {})
         assert not await store.ping()
-    finally:
-        await store.close()
 
 
 async def test_a_closed_store_says_so_and_closes_once(
@@ -330,27 +334,21 @@ async def test_an_error_while_closing_is_logged_not_raised(
 
 async def test_a_domain_error_inside_a_transaction_passes_through_unchanged(
         tmp_path: Path) -> None:
-    store = await Store.open(url_for(tmp_path / "s.db"))
-    try:
+    async with opened(tmp_path / "s.db") as store:
         with pytest.raises(InvalidValue, match="bad input"):
             async with store.transaction() as tx:
                 tx.add_change("x", {})
                 raise InvalidValue("bad input")
         async with store.reading() as tx:
             assert await tx.feed_head() == 0  # rolled back
-    finally:
-        await store.close()
 
 
 async def test_a_follower_is_woken_within_the_poll_interval(tmp_path: Path) -> None:
-    store = await Store.open(url_for(tmp_path / "s.db"))
-    try:
+    async with opened(tmp_path / "s.db") as store:
         # no notifications across processes on SQLite: a short poll instead,
         # never longer than the caller's own timeout
         await asyncio.wait_for(store.wait_for_changes(3600), 5)
         await asyncio.wait_for(store.wait_for_changes(0), 5)
-    finally:
-        await store.close()
 
 
 async def test_an_inbound_log_row_that_fails_alone_is_undone_alone(
@@ -468,25 +466,21 @@ async def test_debug_logging_does_not_leak_numbers(
     caplog.set_level("DEBUG")
     driver = logging.getLogger("aiosqlite")
     caplog.set_level(logging.NOTSET, "aiosqlite")  # as nobody configured it (restored after)
-    store = await Store.open(url_for(tmp_path / "s.db"))
-    try:
-        async with store.transaction() as tx:
-            await tx.insert_record(
-                (
-                    "+14155550177",
-                    "+18005550199",
-                    "unsubscribed",
-                    "api",
-                    1.0,
-                    "",
-                    None,
-                    "STOP please",
-                    None,
-                    None,
-                )
+    async with opened(tmp_path / "s.db") as store, store.transaction() as tx:
+        await tx.insert_record(
+            (
+                "+14155550177",
+                "+18005550199",
+                "unsubscribed",
+                "api",
+                1.0,
+                "",
+                None,
+                "STOP please",
+                None,
+                None,
             )
-    finally:
-        await store.close()
+        )
     assert "4155550177" not in caplog.text
     assert "STOP please" not in caplog.text
     assert driver.level == logging.INFO
@@ -553,11 +547,8 @@ async def test_an_existing_world_readable_store_is_tightened(tmp_path: Path) -> 
     store = await Store.open(url_for(path))
     await store.close()
     os.chmod(path, 0o644)
-    store = await Store.open(url_for(path))
-    try:
+    async with opened(path) as store:
         assert stat.S_IMODE(path.stat().st_mode) == 0o600
-    finally:
-        await store.close()
 
 
 async def test_a_left_behind_wal_and_shm_readable_by_others_are_tightened(
@@ -590,19 +581,15 @@ async def test_a_left_behind_wal_and_shm_readable_by_others_are_tightened(
         name.touch()
     os.chmod(shm, 0o640)
     wal.unlink(missing_ok=True)
-    store = await Store.open(url_for(path))
-    try:
+    async with opened(path) as store:
         assert stat.S_IMODE(shm.stat().st_mode) == 0o600
         warned = [r.getMessage() for r in caplog.records if r.name == "rules.store.sqlite"]
         assert warned == [f"store: {shm} was readable by others (mode 640); now 600"]
-    finally:
-        await store.close()
 
 
 async def test_a_store_file_replaced_while_open_refuses_to_commit(tmp_path: Path) -> None:
     path = tmp_path / "optout.db"
-    store = await Store.open(url_for(path))
-    try:
+    async with opened(path) as store:
         async with store.transaction() as tx:
             tx.add_change("before", {})
         # someone restores another file over the open one
@@ -614,8 +601,6 @@ async def test_a_store_file_replaced_while_open_refuses_to_commit(tmp_path: Path
             async with store.transaction() as tx:
                 tx.add_change("lost", {})
         assert not await store.ping()
-    finally:
-        await store.close()
 
 
 async def test_old_changes_are_pruned_only_when_ids_cross_a_multiple_of_256(
@@ -625,8 +610,7 @@ async def test_old_changes_are_pruned_only_when_ids_cross_a_multiple_of_256(
     from rules.store.base import FEED_KEEP, PRUNE_EVERY
 
     path = tmp_path / "optout.db"
-    store = await Store.open(url_for(path))
-    try:
+    async with opened(path) as store:
         # given a long feed: every change old except id 5, the head at 10400
         old, now = 1.0, time.time()
         with sqlite3.connect(path, isolation_level=None) as conn:
@@ -651,21 +635,15 @@ async def test_old_changes_are_pruned_only_when_ids_cross_a_multiple_of_256(
             tx.add_change("z", {})
         first_kept = 10496 - FEED_KEEP + 1
         assert (await ids())[:3] == [5, first_kept, first_kept + 1]
-    finally:
-        await store.close()
 
 
 async def test_audit_values_are_stored_as_canonical_json_or_null(tmp_path: Path) -> None:
     # an operator querying the file compares the stored text: equal values,
     # equal text (sorted keys), and "nothing" as SQL NULL, not the text 'null'
     path = tmp_path / "s.db"
-    store = await Store.open(url_for(path))
-    try:
-        async with store.transaction() as tx:
-            await tx.insert_audit(at=1.0, actor="ops", action="address.update", target="x",
-                                  before={"b": 1, "a": 2}, after=None)
-    finally:
-        await store.close()
+    async with opened(path) as store, store.transaction() as tx:
+        await tx.insert_audit(at=1.0, actor="ops", action="address.update", target="x",
+                              before={"b": 1, "a": 2}, after=None)
     with sqlite3.connect(path) as conn:
         assert conn.execute("SELECT before, after FROM audit").fetchall() == [
             ('{"a": 2, "b": 1}', None)]
